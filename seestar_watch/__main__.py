@@ -1,0 +1,3 @@
+from seestar_watch.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""The config file: found, parsed with yaml.safe_load, and validated all at once.
+
+Every problem is reported with its key path and what was expected, so one run of
+`check-config` shows everything that needs fixing. The sections are frozen
+dataclasses whose fields carry their own check; a key that is not a field is an
+error with the closest valid name suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+import yaml
+
+from seestar_watch.errors import ConfigError
+
+ObserverKind = Literal["auto", "native", "polling"]
+CONFIG_ENV = "SEESTAR_WATCH_CONFIG"
+CONFIG_NAME = "config.yaml"
+
+
+class _Invalid:
+    """Marks a value that failed its check (the problem is already recorded)."""
+
+
+INVALID = _Invalid()
+Check = Callable[[Any, str, list[str]], Any]
+
+
+def _expected(problems: list[str], key: str, what: str, value: Any) -> _Invalid:
+    problems.append(f"{key}: expected {what}, got {value!r}")
+    return INVALID
+
+
+def number(minimum: float, *, above: bool = False) -> Check:
+    """A real number >= minimum (or > minimum when `above`)."""
+    what = f"a number {'>' if above else '>='} {minimum:g}"
+
+    def check(value: Any, key: str, problems: list[str]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _expected(problems, key, what, value)
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            return _expected(problems, key, what, value)
+        return float(value)
+
+    return check
+
+
+def boolean(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, bool):
+        return _expected(problems, key, "true or false", value)
+    return value
+
+
+def choice(options: tuple[str, ...]) -> Check:
+    def check(value: Any, key: str, problems: list[str]) -> Any:
+        if value not in options:
+            return _expected(problems, key, "one of " + " | ".join(options), value)
+        return value
+
+    return check
+
+
+def folder_path(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return _expected(problems, key, "a folder path", value)
+    return Path(os.path.expanduser(value))
+
+
+def command_argv(value: Any, key: str, problems: list[str]) -> Any:
+    """An argv list, or a string split once with shlex (never handed to a shell)."""
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as exc:
+            problems.append(f"{key}: cannot split the command: {exc}")
+            return INVALID
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(arg, str) for arg in value)
+        or not value[0].strip()
+    ):
+        return _expected(problems, key, "a non-empty list of strings (or one string)", value)
+    return tuple(value)
+
+
+def setting(check: Check, default: Any = MISSING) -> Any:
+    """A dataclass field that carries the check that validates its raw value."""
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    watch_path: Path = setting(folder_path)
+    enabled: bool = setting(boolean, True)
+    debounce_delay: float = setting(number(0), 2.0)
+    recursive: bool = setting(boolean, False)
+    observer: ObserverKind = setting(choice(get_args(ObserverKind)), "auto")
+    poll_interval: float = setting(number(0, above=True), 2.0)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    command: tuple[str, ...] = setting(command_argv)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    image_watcher: WatcherConfig
+    pipeline: PipelineConfig
+
+
+SECTIONS: dict[str, type[Any]] = {"image_watcher": WatcherConfig, "pipeline": PipelineConfig}
+Section = TypeVar("Section")
+
+
+def _unknown_key(problems: list[str], key: str, name: str, valid: list[str]) -> None:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+    problems.append(f"{key}: unknown key{hint}")
+
+
+def _section(cls: type[Section], raw: Any, name: str, problems: list[str]) -> Section | None:
+    if not isinstance(raw, Mapping):
+        _expected(problems, name, "a mapping of keys", raw)
+        return None
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            _unknown_key(problems, f"{name}.{key}", str(key), list(known))
+    values: dict[str, Any] = {}
+    for key, spec in known.items():
+        if key in raw:
+            values[key] = spec.metadata["check"](raw[key], f"{name}.{key}", problems)
+        elif spec.default is MISSING:
+            problems.append(f"{name}.{key}: required key is missing")
+            values[key] = INVALID
+    if any(value is INVALID for value in values.values()):
+        return None
+    return cls(**values)
+
+
+def parse_config(raw: Any, source: Path) -> Config:
+    """Validate an already-parsed YAML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        what = (
+            "the file is empty" if raw is None else f"expected a mapping of sections, got {raw!r}"
+        )
+        raise ConfigError(str(source), [what])
+    for name in raw:
+        if name not in SECTIONS:
+            _unknown_key(problems, str(name), str(name), list(SECTIONS))
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        if name not in raw:
+            problems.append(f"{name}: required section is missing")
+            continue
+        sections[name] = _section(cls, raw[name], name, problems)
+    if problems:
+        raise ConfigError(str(source), problems)
+    return Config(source=source, **sections)
+
+
+def load_config(path: Path) -> Config:
+    """Read, parse and validate one config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"YAML syntax error: {where}{exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"YAML syntax error: {exc}"]) from None
+    return parse_config(raw, path)
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_path
+
+    return user_config_path("seestar-watch") / CONFIG_NAME
+
+
+def find_config_file(explicit: Path | None) -> Path:
+    """-c/--config, then $SEESTAR_WATCH_CONFIG, then ./config.yaml, then the user config folder."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    candidates = [Path.cwd() / CONFIG_NAME, default_config_path()]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ["-c/--config (not given)", f"${CONFIG_ENV} (not set)"] + [str(c) for c in candidates]
+    raise ConfigError(
+        "config",
+        [
+            "no config file found; looked at: "
+            + ", ".join(looked)
+            + "; copy config.example.yaml to one of those places or pass -c FILE"
+        ],
+    )
+
+
+def describe(config: Config) -> list[str]:
+    """A short human summary, for check-config."""
+    watcher, pipeline = config.image_watcher, config.pipeline
+    return [
+        f"config: {config.source}",
+        f"watch: {watcher.watch_path} ({'recursive' if watcher.recursive else 'this folder only'}"
+        f", {'enabled' if watcher.enabled else 'DISABLED'})",
+        f"settle: {watcher.debounce_delay:g} s quiet; observer {watcher.observer}"
+        f" (polling every {watcher.poll_interval:g} s when it polls)",
+        f"pipeline: {shlex.join(pipeline.command)}",
+    ]

@@ -1,0 +1,239 @@
+"""ImageWatcher: calls back once for every FITS frame that has finished arriving.
+
+watchdog (the only module that imports it) reports that something happened to a
+path; the Settler waits until the path has been quiet for `debounce_delay`
+seconds; the FITS header then says whether all the data has arrived. Only then
+does the callback run, once per version of the file.
+
+On network and FUSE filesystems native events never report what the telescope
+writes, so `observer="auto"` polls there (research/watchdog.md, watchdog #409).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+from seestar_watch.config import ObserverKind
+from seestar_watch.fitsheader import SHARE_ERRNOS, HeaderRead, Status, read_header
+from seestar_watch.mounts import Mount, mount_containing, read_mount_table
+from seestar_watch.settle import Settler
+
+log = structlog.get_logger("seestar_watch.watcher")
+
+FITS_SUFFIXES = (".fits", ".fit")
+WATCHED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
+MAX_REMEMBERED = 100_000  # versions remembered to avoid firing twice; ~10 nights of frames
+JOIN_TIMEOUT = 10.0
+
+Event = dict[str, Any]
+
+
+def is_fits_name(name: str) -> bool:
+    return name.lower().endswith(FITS_SUFFIXES)
+
+
+def fits_and_folders(path: str | None) -> Iterator[os.DirEntry[str]]:
+    """A listdir for polling that skips jpg twins and thumbnails (a third of the stats)."""
+    with os.scandir(path) as entries:
+        kept = [e for e in entries if e.is_dir(follow_symlinks=False) or is_fits_name(e.name)]
+    return iter(kept)
+
+
+def choose_observer(kind: ObserverKind, path: str, mounts: list[Mount]) -> tuple[str, str]:
+    """("native" | "polling", why) for `path`, which must already be a resolved absolute path."""
+    if kind != "auto":
+        return kind, "configured"
+    mount = mount_containing(path, mounts)
+    if mount is None:
+        return "native", "no mount table entry found for the path; assuming a local disk"
+    where = f"{mount.mount_point} is {mount.fstype} ({mount.source})"
+    if mount.is_network:
+        return "polling", f"{where}: native events never report what another machine writes"
+    return "native", f"{where}: a local filesystem"
+
+
+class _Dispatch(FileSystemEventHandler):
+    """Hands events over and never raises: an exception would kill watchdog's dispatcher."""
+
+    def __init__(self, on_event: Callable[[FileSystemEvent], None]) -> None:
+        self._on_event = on_event
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("watcher.event_failed", event=type(event).__name__)
+
+
+class ImageWatcher:
+    """Watch `watch_path` and call `callback(event)` once per finished FITS frame.
+
+    The event is a dict: `path` (absolute), `header` (flat primary header, or {}
+    when unreadable) and `size_kb`. Callbacks run one at a time on the watcher's
+    own thread: hand long work off to a queue of your own.
+    """
+
+    def __init__(
+        self,
+        watch_path: str | os.PathLike[str],
+        callback: Callable[[Event], object],
+        debounce_delay: float = 2.0,
+        *,
+        recursive: bool = False,
+        observer: ObserverKind = "auto",
+        poll_interval: float = 2.0,
+        incomplete_timeout: float = 300.0,
+    ) -> None:
+        self.watch_path = os.path.abspath(os.fspath(watch_path))
+        self.callback = callback
+        self.debounce_delay = debounce_delay
+        self.recursive = recursive
+        self.observer_kind = observer
+        self.poll_interval = poll_interval
+        self.incomplete_timeout = incomplete_timeout
+        self.observer_used: str | None = None  # "native" | "polling" once started
+        self._settler = Settler(debounce_delay, self._on_quiet)
+        self._observer: BaseObserver | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._incomplete_since: dict[str, float] = {}
+        self._fired: dict[str, tuple[int, int, int, int]] = {}  # path -> identity last fired
+
+    @property
+    def is_running(self) -> bool:
+        return self._observer is not None and not self._stopped
+
+    def start(self) -> bool:
+        """Start watching; logs an ERROR and returns False when that is not possible."""
+        with self._lock:
+            if self._stopped or self._observer is not None:
+                return self._observer is not None and not self._stopped
+            if not os.path.isdir(self.watch_path):
+                what = (
+                    "does not exist" if not os.path.lexists(self.watch_path) else "is not a folder"
+                )
+                log.error("watcher.path_unusable", path=self.watch_path, problem=what)
+                return False
+            kind, reason = choose_observer(
+                self.observer_kind, os.path.realpath(self.watch_path), read_mount_table()
+            )
+            observer = self._make_observer(kind)
+            try:
+                observer.schedule(
+                    _Dispatch(self._on_event),
+                    self.watch_path,
+                    recursive=self.recursive,
+                    event_filter=WATCHED_EVENTS,
+                )
+                observer.start()
+            except OSError as exc:  # e.g. inotify watch limit reached, folder vanished
+                log.error("watcher.start_failed", path=self.watch_path, error=str(exc))
+                return False
+            self._settler.start()
+            self._observer, self.observer_used = observer, kind
+        log.info(
+            "watcher.started",
+            path=self.watch_path,
+            observer=kind,
+            reason=reason,
+            recursive=self.recursive,
+        )
+        return True
+
+    def stop(self, timeout: float | None = JOIN_TIMEOUT) -> None:
+        """Cancel pending paths and stop the threads; safe to call twice or before start()."""
+        with self._lock:
+            self._stopped = True
+            observer, self._observer = self._observer, None
+        self._settler.stop(timeout)
+        if observer is not None:
+            observer.stop()
+            # join() has no timeout of its own worth trusting on a hung share
+            observer.join(timeout)
+
+    def _make_observer(self, kind: str) -> BaseObserver:
+        if kind == "polling":
+            return PollingObserverVFS(
+                os.lstat, fits_and_folders, polling_interval=self.poll_interval
+            )
+        return Observer()
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            # temp -> final: only the final path may fire
+            self._settler.forget(os.fsdecode(event.src_path))
+            self._touch(os.fsdecode(event.dest_path))
+        else:
+            self._touch(os.fsdecode(event.src_path))
+
+    def _touch(self, path: str) -> None:
+        if is_fits_name(os.path.basename(path)):
+            self._incomplete_since.pop(path, None)
+            self._settler.touch(path)
+
+    def _on_quiet(self, path: str) -> float | None:
+        """The path has been quiet: fire, wait again (None = done with it)."""
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            return self._retry(path, "share unavailable") if exc.errno in SHARE_ERRNOS else None
+        if not stat.S_ISREG(info.st_mode):
+            return None  # FIFOs, symlinks, devices, folders: never opened, never reported
+        header = read_header(path)
+        if header.status in (Status.INCOMPLETE, Status.UNAVAILABLE):
+            return self._retry(path, header.reason)
+        self._incomplete_since.pop(path, None)
+        if header.status is Status.GONE:
+            return None
+        if header.status is Status.INVALID:
+            log.warning("frame.header_unreadable", path=path, reason=header.reason)
+        self._fire_once(path, header)
+        return None
+
+    def _retry(self, path: str, reason: str) -> float | None:
+        now = time.monotonic()
+        since = self._incomplete_since.setdefault(path, now)
+        if now - since < self.incomplete_timeout:
+            return max(self.debounce_delay, 0.1)
+        self._incomplete_since.pop(path, None)
+        log.warning("frame.incomplete", path=path, reason=reason, waited_s=round(now - since, 1))
+        return None
+
+    def _fire_once(self, path: str, header: HeaderRead) -> None:
+        # A late polling event can arrive after a frame was already reported
+        # complete and unchanged: fire each version of a file only once.
+        if header.identity is not None and self._fired.get(path) == header.identity:
+            return
+        if header.identity is not None:
+            self._fired.pop(path, None)
+            self._fired[path] = header.identity
+            if len(self._fired) > MAX_REMEMBERED:
+                del self._fired[next(iter(self._fired))]
+        event = {"path": path, "header": header.cards, "size_kb": header.size / 1024}
+        with self._lock:
+            if self._stopped:
+                return
+        try:
+            self.callback(event)
+        except Exception:
+            log.exception("watcher.callback_failed", path=path)

@@ -1,0 +1,109 @@
+"""Shared test helpers: FITS frames built from real Seestar headers, and waiting on conditions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+DATA = Path(__file__).parent / "data"
+REAL_HEADERS = ["s50_fw427_m94.hdr", "s50_fw470_eq_ngc7023.hdr", "s50_fw276_wcs_ngc7023.hdr"]
+SEESTAR_FRAME_BYTES = 4_152_960
+BLOCK = 2880
+
+
+def real_header(name: str = REAL_HEADERS[0]) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def set_card(header: bytes, keyword: str, value: str) -> bytes:
+    """Replace the value field of `keyword` in fixed format (no astropy: tests check it)."""
+    for offset in range(0, len(header), 80):
+        if header[offset : offset + 8].rstrip().decode() == keyword:
+            card = f"{keyword:<8}= {value:>20}".encode()[:80].ljust(80)
+            return header[:offset] + card + header[offset + 80 :]
+    raise KeyError(keyword)
+
+
+def small_header(width: int = 16, height: int = 8) -> bytes:
+    """A real Seestar header resized to a tiny image: 2 header blocks + 1 data block."""
+    header = set_card(real_header(), "NAXIS1", str(width))
+    return set_card(header, "NAXIS2", str(height))
+
+
+def frame_bytes(header: bytes | None = None) -> bytes:
+    """A whole frame: the header, then the zero data it promises (padded to a block)."""
+    header = real_header() if header is None else header
+    width = int(_card_value(header, "NAXIS1"))
+    height = int(_card_value(header, "NAXIS2"))
+    data = width * height * 2
+    return header + bytes(-(-data // BLOCK) * BLOCK)
+
+
+def _card_value(header: bytes, keyword: str) -> str:
+    for offset in range(0, len(header), 80):
+        if header[offset : offset + 8].rstrip().decode() == keyword:
+            return header[offset + 10 : offset + 30].decode().strip()
+    raise KeyError(keyword)
+
+
+def write_frame(path: Path, content: bytes | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(frame_bytes(small_header()) if content is None else content)
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `predicate` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class Recorder:
+    """A callback that records every event it receives, thread-safely."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(event)
+            self.times.append(time.monotonic())
+
+    @property
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [e["path"] for e in self.events]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+
+
+def events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry.get("event") == name]
+
+
+def in_background(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,103 @@
+"""The command line as a user runs it: real subprocesses and click's runner on real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from seestar_watch import __version__
+from seestar_watch.cli import cli
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seestar_watch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version_and_help() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0
+    assert "check-config" in help_text.stdout
+
+
+def test_help_does_not_import_astropy_numpy_or_watchdog() -> None:
+    probe = (
+        "import sys\n"
+        "from seestar_watch.cli import cli\n"
+        "try:\n"
+        "    cli(['--help'], prog_name='seestar-watch')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('astropy', 'numpy', 'watchdog') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "HEAVY []" in result.stdout
+
+
+def test_check_config_on_the_example_prints_a_summary() -> None:
+    result = CliRunner().invoke(cli, ["check-config", "-c", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "/mnt/seestar/MyWorks" in result.output
+    assert "config ok" in result.output
+
+
+def test_check_config_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("image_watcher:\n  watch_path: /x\n  debounce_delay: abc\n  observe: auto\n")
+    result = run_cli("check-config", "-c", str(path))
+    assert result.returncode == 1
+    assert "image_watcher.debounce_delay: expected a number >= 0, got 'abc'" in result.stderr
+    assert "did you mean 'observer'?" in result.stderr
+    assert "pipeline: required section is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_without_any_config_says_where_it_looked(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "c")}
+    result = subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no config file found; looked at:" in result.stderr
+    assert str(tmp_path / "config.yaml") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_from_the_environment_variable(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "SEESTAR_WATCH_CONFIG": str(EXAMPLE)},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run_cli("frobnicate")
+    assert result.returncode == 2

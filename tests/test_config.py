@@ -1,0 +1,237 @@
+"""Config loading: the example is valid, and every kind of problem is reported with its key path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seestar_watch.config import (
+    CONFIG_ENV,
+    find_config_file,
+    load_config,
+    parse_config,
+)
+from seestar_watch.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
+
+
+def problems_of(text: str, tmp_path: Path) -> list[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def valid(**watcher: object) -> dict[str, object]:
+    section = {"watch_path": "/mnt/seestar/MyWorks", **watcher}
+    return {"image_watcher": section, "pipeline": {"command": ["echo", "{path}"]}}
+
+
+def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
+    config = load_config(EXAMPLE)
+    watcher = config.image_watcher
+    assert watcher.watch_path == Path("/mnt/seestar/MyWorks")
+    assert watcher.enabled is True
+    assert watcher.debounce_delay == 2.0
+    assert watcher.recursive is False
+    assert watcher.observer == "auto"
+    assert watcher.poll_interval == 2.0
+    assert config.pipeline.command == ("python3", "my_photometry.py", "{path}")
+
+
+def test_defaults_apply_to_keys_left_out() -> None:
+    config = parse_config(valid(), Path("x.yaml"))
+    assert config.image_watcher.debounce_delay == 2.0
+    assert config.image_watcher.observer == "auto"
+
+
+def test_tilde_is_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/ann")
+    config = parse_config(valid(watch_path="~/Seestar/MyWorks"), Path("x.yaml"))
+    assert config.image_watcher.watch_path == Path("/home/ann/Seestar/MyWorks")
+
+
+def test_a_command_string_is_split_once_with_shlex() -> None:
+    raw = valid()
+    raw["pipeline"] = {"command": "astap -f '{path}' -r 30"}
+    config = parse_config(raw, Path("x.yaml"))
+    assert config.pipeline.command == ("astap", "-f", "{path}", "-r", "30")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "debounce_delay",
+            "abc",
+            "image_watcher.debounce_delay: expected a number >= 0, got 'abc'",
+        ),
+        ("debounce_delay", -1, "image_watcher.debounce_delay: expected a number >= 0, got -1"),
+        ("debounce_delay", True, "image_watcher.debounce_delay: expected a number >= 0, got True"),
+        ("poll_interval", 0, "image_watcher.poll_interval: expected a number > 0, got 0"),
+        ("recursive", "yes please", "image_watcher.recursive: expected true or false"),
+        ("enabled", 1, "image_watcher.enabled: expected true or false, got 1"),
+        ("observer", "inotify", "image_watcher.observer: expected one of auto | native | polling"),
+        ("watch_path", "", "image_watcher.watch_path: expected a folder path, got ''"),
+        ("watch_path", 42, "image_watcher.watch_path: expected a folder path, got 42"),
+    ],
+)
+def test_each_bad_value_names_its_key_and_what_was_expected(
+    key: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(valid(**{key: value}), Path("x.yaml"))
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ([], "pipeline.command: expected a non-empty list of strings"),
+        ("", "pipeline.command: expected a non-empty list of strings"),
+        (["echo", 3], "pipeline.command: expected a non-empty list of strings"),
+        ({"run": "x"}, "pipeline.command: expected a non-empty list of strings"),
+        ("echo 'unclosed", "pipeline.command: cannot split the command"),
+    ],
+)
+def test_bad_commands(command: object, message: str) -> None:
+    raw = valid()
+    raw["pipeline"] = {"command": command}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    assert caught.value.problems[0].startswith(message)
+
+
+def test_unknown_keys_suggest_the_closest_valid_name() -> None:
+    raw = valid(debounce=2.0)
+    raw["pipline"] = {}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    assert (
+        "image_watcher.debounce: unknown key (did you mean 'debounce_delay'?)"
+        in caught.value.problems
+    )
+    assert "pipline: unknown key (did you mean 'pipeline'?)" in caught.value.problems
+
+
+def test_missing_required_keys_and_sections() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"image_watcher": {"recursive": True}}, Path("x.yaml"))
+    assert caught.value.problems == [
+        "image_watcher.watch_path: required key is missing",
+        "pipeline: required section is missing",
+    ]
+
+
+def test_a_section_that_is_not_a_mapping() -> None:
+    raw = valid()
+    raw["image_watcher"] = ["/mnt/seestar"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    assert caught.value.problems == [
+        "image_watcher: expected a mapping of keys, got ['/mnt/seestar']"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    problems = problems_of(
+        """
+        image_watcher:
+          watch_path: /mnt/seestar
+          debounce_delay: abc
+          observer: sometimes
+          recursiv: true
+        pipeline:
+          command: []
+        """,
+        tmp_path,
+    )
+    assert len(problems) == 4
+    message = str(ConfigError("config.yaml", problems))
+    assert "4 problems" in message and "debounce_delay" in message and "recursiv" in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    problems = problems_of(
+        """
+        image_watcher:
+          watch_path: /mnt/seestar
+          debounce_delay: [2.0
+        pipeline:
+          command: ["echo"]
+        """,
+        tmp_path,
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith("YAML syntax error: line ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "the file is empty"), ("- a\n- b\n", "expected a mapping of sections, got ['a', 'b']")],
+)
+def test_empty_or_non_mapping_documents(tmp_path: Path, text: str, message: str) -> None:
+    assert problems_of(text, tmp_path) == [message]
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    problems = problems_of("image_watcher: !!python/object/apply:os.system ['true']\n", tmp_path)
+    assert problems[0].startswith("YAML syntax error")
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "missing.yaml")
+    assert "cannot read the file" in caught.value.problems[0]
+
+
+def test_binary_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+class TestFindingTheConfig:
+    @pytest.fixture(autouse=True)
+    def _isolated(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv(CONFIG_ENV, raising=False)
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+        monkeypatch.chdir(tmp_path)
+
+    def test_explicit_option_wins(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(CONFIG_ENV, "/from/env.yaml")
+        assert find_config_file(Path("given.yaml")) == Path("given.yaml")
+
+    def test_then_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(CONFIG_ENV, "/from/env.yaml")
+        (Path.cwd() / "config.yaml").write_text("x: 1")
+        assert find_config_file(None) == Path("/from/env.yaml")
+
+    def test_then_the_current_folder(self, tmp_path: Path) -> None:
+        (tmp_path / "config.yaml").write_text("x: 1")
+        assert find_config_file(None) == tmp_path / "config.yaml"
+
+    def test_then_the_user_config_folder(self, tmp_path: Path) -> None:
+        user = tmp_path / "xdg" / "seestar-watch" / "config.yaml"
+        user.parent.mkdir(parents=True)
+        user.write_text("x: 1")
+        assert find_config_file(None) == user
+
+    def test_none_found_lists_every_place_it_looked(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            find_config_file(None)
+        message = str(caught.value)
+        assert "-c/--config" in message and CONFIG_ENV in message
+        assert str(tmp_path / "config.yaml") in message
+        assert str(tmp_path / "xdg" / "seestar-watch" / "config.yaml") in message
+
+
+def test_example_is_plain_yaml() -> None:
+    assert isinstance(yaml.safe_load(EXAMPLE.read_text()), dict)

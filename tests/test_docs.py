@@ -1,0 +1,45 @@
+"""The README's promises stay true: its Quick start commands, and CI running the same tests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from seestar_watch.cli import cli
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def quick_start_commands() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_quick_start_has_exactly_two_commands_one_runs_the_program_one_the_tests() -> None:
+    commands = quick_start_commands()
+    assert len(commands) == 2
+    assert "seestar-watch" in commands[0]
+    assert commands[1].endswith("python3 -m pytest")
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert quick_start_commands()[1] in ci.splitlines()
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    for name in cli.list_commands(None):  # type: ignore[arg-type]
+        assert f"seestar-watch {name}" in README, name
+
+
+def test_every_config_key_is_documented_in_the_readme_and_the_example() -> None:
+    from dataclasses import fields
+
+    from seestar_watch.config import SECTIONS
+
+    example = (ROOT / "config.example.yaml").read_text()
+    for section, cls in SECTIONS.items():
+        for spec in fields(cls):
+            assert f"`{section}.{spec.name}`" in README, f"{section}.{spec.name}"
+            assert f"{spec.name}:" in example, f"{section}.{spec.name}"
