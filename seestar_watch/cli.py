@@ -7,15 +7,18 @@ need them, so `seestar-watch --help` answers in a fraction of a second.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from seestar_watch import __version__
 from seestar_watch.errors import EXIT_INTERNAL, UserError
+
+if TYPE_CHECKING:
+    from seestar_watch.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,7 +32,7 @@ config_option = click.option(
 
 
 def reports_errors(command: F) -> F:
-    """Turn a UserError into one clear line and its exit code; a bug into exit 3."""
+    """A UserError becomes one clear line and its exit code; a bug, a logged traceback and 3."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,16 +41,28 @@ def reports_errors(command: F) -> F:
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:
+            sys.exit(130)
         except Exception as exc:
-            import traceback
+            import structlog
 
-            traceback.print_exc()
+            structlog.get_logger("seestar_watch").critical("internal_error", exc_info=True)
             click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug)", err=True)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
+
+
+def load(config_path: Path | None) -> Config:
+    """Find and load the config, and set up logging from it."""
+    from seestar_watch import log
+    from seestar_watch.config import find_config_file, load_config
+
+    config = load_config(find_config_file(config_path))
+    log.configure(config.logging.format, config.logging.level)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,11 +77,107 @@ def cli() -> None:
 def check_config(config_path: Path | None) -> None:
     """Validate the config file and print a short summary (exit 1 when it has problems)."""
     from seestar_watch.config import describe, find_config_file, load_config
+    from seestar_watch.errors import ConfigError
+    from seestar_watch.pipeline import command_problem
 
     config = load_config(find_config_file(config_path))
+    problem = command_problem(config.pipeline.command[0])
+    if problem:
+        raise ConfigError(str(config.source), [f"pipeline.command: {problem}"])
     for line in describe(config):
         click.echo(line)
     click.echo("config ok")
+
+
+@cli.command("run")
+@config_option
+@click.option("--once", is_flag=True, help="Catch up, run everything pending, then exit.")
+@click.option(
+    "--process-existing",
+    is_flag=True,
+    help="On a first start, run the frames already there instead of skipping them.",
+)
+@reports_errors
+def run(config_path: Path | None, once: bool, process_existing: bool) -> None:
+    """Watch the share and run the pipeline once for every frame that finishes arriving.
+
+    Stops gracefully on SIGTERM or Ctrl-C (a second Ctrl-C stops at once). With --once,
+    exits 0 when nothing failed and 1 otherwise.
+    """
+    config = load(config_path)
+    from seestar_watch.daemon import Daemon
+
+    sys.exit(Daemon(config, process_existing=process_existing).run(once=once))
+
+
+@cli.command("process")
+@config_option
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--force", is_flag=True, help="Run frames that are already done again.")
+@reports_errors
+def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> None:
+    """Run the pipeline now on the given frames (same path as the daemon: ledger and archive).
+
+    Needs the ledger to itself: stop the daemon first (or use `retry` while it runs).
+    Exits 0 when every frame ended done, 1 otherwise.
+    """
+    config = load(config_path)
+    from seestar_watch.manual import process_paths
+
+    def progress(ids: list[int]) -> Iterator[int]:
+        if len(ids) < 5:
+            yield from ids
+            return
+        with click.progressbar(ids, label="frames", file=sys.stderr) as bar:
+            yield from bar
+
+    outcomes = process_paths(config, paths, force=force, progress=progress)
+    for path, outcome in outcomes.items():
+        click.echo(f"{outcome}\t{path}")
+    sys.exit(0 if all(o == "done" for o in outcomes.values()) else 1)
+
+
+@cli.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How many recent frames to list.",
+)
+@reports_errors
+def status(config_path: Path | None, as_json: bool, limit: int) -> None:
+    """Frames per state and the most recent frames; works while the daemon runs."""
+    config = load(config_path)
+    from seestar_watch.report import status_report, status_table
+
+    report = status_report(config, limit)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, ensure_ascii=True))
+    else:
+        click.echo(status_table(report))
+
+
+@cli.command("retry")
+@config_option
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed frame.")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@reports_errors
+def retry(config_path: Path | None, all_failed: bool, paths: tuple[Path, ...]) -> None:
+    """Put failed frames (--failed: all of them) back to pending; a running daemon picks them up."""
+    if all_failed == bool(paths):
+        raise click.UsageError("give either --failed or one or more PATHs")
+    config = load(config_path)
+    from seestar_watch.manual import retry_paths
+
+    count = retry_paths(config, None if all_failed else list(paths))
+    click.echo(f"{count} failed frame(s) back to pending")
 
 
 def main() -> None:

@@ -92,9 +92,61 @@ def command_argv(value: Any, key: str, problems: list[str]) -> Any:
     return tuple(value)
 
 
-def setting(check: Check, default: Any = MISSING) -> Any:
+def setting(check: Check, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
     """A dataclass field that carries the check that validates its raw value."""
-    return field(default=default, metadata={"check": check})
+    return field(default=default, default_factory=factory, metadata={"check": check})
+
+
+def string_list(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        return _expected(problems, key, "a list of non-empty strings", value)
+    return tuple(value)
+
+
+def string_map(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str)
+        and k
+        and "=" not in k
+        and isinstance(v, str | int | float)
+        and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        return _expected(problems, key, "a mapping of NAME: value", value)
+    return {k: str(v) for k, v in value.items()}
+
+
+def integer(minimum: int) -> Check:
+    def check(value: Any, key: str, problems: list[str]) -> Any:
+        if type(value) is not int or value < minimum:
+            return _expected(problems, key, f"a whole number >= {minimum}", value)
+        return value
+
+    return check
+
+
+def optional_path(value: Any, key: str, problems: list[str]) -> Any:
+    return None if value is None else folder_path(value, key, problems)
+
+
+def pipeline_command(value: Any, key: str, problems: list[str]) -> Any:
+    """A command whose placeholders are all known ones."""
+    argv = command_argv(value, key, problems)
+    if argv is INVALID:
+        return INVALID
+    from seestar_watch.placeholders import unknown_placeholders
+
+    unknown = unknown_placeholders(argv)
+    if unknown:
+        from seestar_watch.placeholders import PLACEHOLDERS
+
+        known = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+        problems.append(
+            f"{key}: unknown placeholder {', '.join(sorted(unknown))} (known: {known};"
+            " write {{ and }} for literal braces)"
+        )
+        return INVALID
+    return argv
 
 
 @dataclass(frozen=True)
@@ -105,11 +157,57 @@ class WatcherConfig:
     recursive: bool = setting(boolean, False)
     observer: ObserverKind = setting(choice(get_args(ObserverKind)), "auto")
     poll_interval: float = setting(number(0, above=True), 2.0)
+    rescan_interval: float = setting(number(0), 60.0)
+    ignore: tuple[str, ...] = setting(string_list, ())
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    command: tuple[str, ...] = setting(command_argv)
+    command: tuple[str, ...] = setting(pipeline_command)
+    timeout: float = setting(number(0, above=True), 600.0)
+    retries: int = setting(integer(0), 2)
+    retry_delay: float = setting(number(0), 30.0)
+    workers: int = setting(integer(1), 1)
+    env: dict[str, str] = setting(string_map, factory=dict)
+    shutdown_grace: float = setting(number(0), 30.0)
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    enabled: bool = setting(boolean, True)
+    path: Path | None = setting(optional_path, None)  # None: the user data folder
+
+    @property
+    def folder(self) -> Path:
+        if self.path is not None:
+            return self.path
+        from platformdirs import user_data_path
+
+        return user_data_path("seestar-watch") / "archive"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path | None = setting(optional_path, None)  # None: the user state folder
+    process_existing: bool = setting(boolean, False)
+
+    @property
+    def ledger(self) -> Path:
+        if self.path is not None:
+            return self.path
+        from platformdirs import user_state_path
+
+        return user_state_path("seestar-watch") / "ledger.sqlite3"
+
+
+LogFormat = Literal["auto", "console", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: LogFormat = setting(choice(get_args(LogFormat)), "auto")
+    level: LogLevel = setting(choice(get_args(LogLevel)), "info")
 
 
 @dataclass(frozen=True)
@@ -117,9 +215,19 @@ class Config:
     source: Path
     image_watcher: WatcherConfig
     pipeline: PipelineConfig
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-SECTIONS: dict[str, type[Any]] = {"image_watcher": WatcherConfig, "pipeline": PipelineConfig}
+SECTIONS: dict[str, type[Any]] = {
+    "image_watcher": WatcherConfig,
+    "pipeline": PipelineConfig,
+    "archive": ArchiveConfig,
+    "state": StateConfig,
+    "logging": LoggingConfig,
+}
+REQUIRED_SECTIONS = ("image_watcher", "pipeline")
 Section = TypeVar("Section")
 
 
@@ -141,7 +249,7 @@ def _section(cls: type[Section], raw: Any, name: str, problems: list[str]) -> Se
     for key, spec in known.items():
         if key in raw:
             values[key] = spec.metadata["check"](raw[key], f"{name}.{key}", problems)
-        elif spec.default is MISSING:
+        elif spec.default is MISSING and spec.default_factory is MISSING:
             problems.append(f"{name}.{key}: required key is missing")
             values[key] = INVALID
     if any(value is INVALID for value in values.values()):
@@ -162,10 +270,10 @@ def parse_config(raw: Any, source: Path) -> Config:
             _unknown_key(problems, str(name), str(name), list(SECTIONS))
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
-        if name not in raw:
+        if name in raw:
+            sections[name] = _section(cls, raw[name], name, problems)
+        elif name in REQUIRED_SECTIONS:
             problems.append(f"{name}: required section is missing")
-            continue
-        sections[name] = _section(cls, raw[name], name, problems)
     if problems:
         raise ConfigError(str(source), problems)
     return Config(source=source, **sections)
@@ -218,11 +326,23 @@ def find_config_file(explicit: Path | None) -> Path:
 def describe(config: Config) -> list[str]:
     """A short human summary, for check-config."""
     watcher, pipeline = config.image_watcher, config.pipeline
+    archive = f"copies in {config.archive.folder}" if config.archive.enabled else "off"
+    rescan = f"every {watcher.rescan_interval:g} s" if watcher.rescan_interval else "off"
     return [
         f"config: {config.source}",
         f"watch: {watcher.watch_path} ({'recursive' if watcher.recursive else 'this folder only'}"
         f", {'enabled' if watcher.enabled else 'DISABLED'})",
         f"settle: {watcher.debounce_delay:g} s quiet; observer {watcher.observer}"
-        f" (polling every {watcher.poll_interval:g} s when it polls)",
+        f" (polling every {watcher.poll_interval:g} s when it polls); rescans {rescan}",
+        f"ignore: {', '.join(watcher.ignore) or 'nothing'}",
         f"pipeline: {shlex.join(pipeline.command)}",
+        f"  timeout {pipeline.timeout:g} s, {pipeline.retries} retries"
+        f" ({pipeline.retry_delay:g} s apart, growing), {pipeline.workers} worker(s)",
+        f"archive: {archive}",
+        f"ledger: {config.state.ledger}"
+        + (
+            " (existing frames are processed on first start)"
+            if config.state.process_existing
+            else ""
+        ),
     ]

@@ -56,13 +56,15 @@ class Settler:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
-    def touch(self, path: str, delay: float | None = None) -> None:
-        """(Re)start the quiet period of `path`."""
+    def touch(self, path: str) -> bool:
+        """(Re)start the quiet period of `path`; True when it was not waiting already."""
         with self._cond:
             if self._stopped:
-                return
-            self._arm(path, self._clock() + (self.delay if delay is None else delay))
+                return False
+            fresh = path not in self._armed
+            self._arm(path, self._clock() + self.delay)
             self._cond.notify()
+            return fresh
 
     def forget(self, path: str) -> None:
         with self._cond:

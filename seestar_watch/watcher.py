@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -34,20 +34,16 @@ from watchdog.observers.polling import PollingObserverVFS
 from seestar_watch.config import ObserverKind
 from seestar_watch.fitsheader import SHARE_ERRNOS, HeaderRead, Status, read_header
 from seestar_watch.mounts import Mount, mount_containing, read_mount_table
+from seestar_watch.scan import frame_filter, is_fits_name
 from seestar_watch.settle import Settler
 
 log = structlog.get_logger("seestar_watch.watcher")
 
-FITS_SUFFIXES = (".fits", ".fit")
 WATCHED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 MAX_REMEMBERED = 100_000  # versions remembered to avoid firing twice; ~10 nights of frames
 JOIN_TIMEOUT = 10.0
 
 Event = dict[str, Any]
-
-
-def is_fits_name(name: str) -> bool:
-    return name.lower().endswith(FITS_SUFFIXES)
 
 
 def fits_and_folders(path: str | None) -> Iterator[os.DirEntry[str]]:
@@ -101,6 +97,7 @@ class ImageWatcher:
         observer: ObserverKind = "auto",
         poll_interval: float = 2.0,
         incomplete_timeout: float = 300.0,
+        ignore: Sequence[str] = (),
     ) -> None:
         self.watch_path = os.path.abspath(os.fspath(watch_path))
         self.callback = callback
@@ -109,6 +106,7 @@ class ImageWatcher:
         self.observer_kind = observer
         self.poll_interval = poll_interval
         self.incomplete_timeout = incomplete_timeout
+        self._wanted = frame_filter(ignore)
         self.observer_used: str | None = None  # "native" | "polling" once started
         self._settler = Settler(debounce_delay, self._on_quiet)
         self._observer: BaseObserver | None = None
@@ -186,54 +184,70 @@ class ImageWatcher:
         else:
             self._touch(os.fsdecode(event.src_path))
 
+    def notice(self, path: str) -> None:
+        """Treat `path` as if an event had reported it (used by scans)."""
+        self._touch(os.path.abspath(path))
+
     def _touch(self, path: str) -> None:
-        if is_fits_name(os.path.basename(path)):
+        if self._wanted(os.path.basename(path)):
             self._incomplete_since.pop(path, None)
-            self._settler.touch(path)
+            if self._settler.touch(path):
+                log.debug("frame.detected", path=path)
 
     def _on_quiet(self, path: str) -> float | None:
         """The path has been quiet: fire, wait again (None = done with it)."""
         try:
             info = os.lstat(path)
         except OSError as exc:
-            return self._retry(path, "share unavailable") if exc.errno in SHARE_ERRNOS else None
+            if exc.errno in SHARE_ERRNOS:
+                return self._retry(path, Status.UNAVAILABLE, "share unavailable")
+            return None
         if not stat.S_ISREG(info.st_mode):
             return None  # FIFOs, symlinks, devices, folders: never opened, never reported
         header = read_header(path)
         if header.status in (Status.INCOMPLETE, Status.UNAVAILABLE):
-            return self._retry(path, header.reason)
+            return self._retry(path, header.status, header.reason)
         self._incomplete_since.pop(path, None)
-        if header.status is Status.GONE:
-            return None
-        if header.status is Status.INVALID:
-            log.warning("frame.header_unreadable", path=path, reason=header.reason)
-        self._fire_once(path, header)
+        if header.status is not Status.GONE:
+            self._settled_once(path, header)
         return None
 
-    def _retry(self, path: str, reason: str) -> float | None:
+    def _retry(self, path: str, status: Status, reason: str) -> float | None:
         now = time.monotonic()
         since = self._incomplete_since.setdefault(path, now)
         if now - since < self.incomplete_timeout:
             return max(self.debounce_delay, 0.1)
         self._incomplete_since.pop(path, None)
-        log.warning("frame.incomplete", path=path, reason=reason, waited_s=round(now - since, 1))
+        self.on_gave_up(path, status, reason, now - since)
         return None
 
-    def _fire_once(self, path: str, header: HeaderRead) -> None:
+    def _settled_once(self, path: str, header: HeaderRead) -> None:
         # A late polling event can arrive after a frame was already reported
-        # complete and unchanged: fire each version of a file only once.
+        # complete and unchanged: report each version of a file only once.
         if header.identity is not None and self._fired.get(path) == header.identity:
             return
-        if header.identity is not None:
+        with self._lock:
+            if self._stopped:
+                return
+        if self.on_settled(path, header) and header.identity is not None:
             self._fired.pop(path, None)
             self._fired[path] = header.identity
             if len(self._fired) > MAX_REMEMBERED:
                 del self._fired[next(iter(self._fired))]
+
+    # -- hooks a subclass may replace (the daemon records into its ledger) ----
+
+    def on_settled(self, path: str, header: HeaderRead) -> bool:
+        """A version of `path` finished arriving (or is not FITS); True once it is handled."""
+        if header.status is Status.INVALID:
+            log.warning("frame.header_unreadable", path=path, reason=header.reason)
         event = {"path": path, "header": header.cards, "size_kb": header.size / 1024}
-        with self._lock:
-            if self._stopped:
-                return
         try:
             self.callback(event)
         except Exception:
             log.exception("watcher.callback_failed", path=path)
+        return True
+
+    def on_gave_up(self, path: str, status: Status, reason: str, waited: float) -> None:
+        """`path` stayed incomplete (or unreadable) for incomplete_timeout seconds."""
+        log.warning("frame.incomplete", path=path, reason=reason, waited_s=round(waited, 1))

@@ -101,3 +101,9 @@ def test_config_from_the_environment_variable(tmp_path: Path) -> None:
 def test_unknown_command_is_a_usage_error() -> None:
     result = run_cli("frobnicate")
     assert result.returncode == 2
+
+
+def test_retry_needs_either_failed_or_paths() -> None:
+    result = run_cli("retry", "-c", str(EXAMPLE))
+    assert result.returncode == 2
+    assert "give either --failed or one or more PATHs" in result.stderr

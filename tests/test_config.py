@@ -42,6 +42,65 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
     assert watcher.observer == "auto"
     assert watcher.poll_interval == 2.0
     assert config.pipeline.command == ("python3", "my_photometry.py", "{path}")
+    assert watcher.rescan_interval == 60 and watcher.ignore == ("Stacked_*", "DSO_Stacked_*")
+    pipeline = config.pipeline
+    assert (pipeline.timeout, pipeline.retries, pipeline.retry_delay) == (600, 2, 30)
+    assert (pipeline.workers, pipeline.shutdown_grace, pipeline.env) == (1, 30, {})
+    assert config.archive.enabled is True
+    assert config.state.process_existing is False
+    assert (config.logging.format, config.logging.level) == ("auto", "info")
+
+
+def test_optional_sections_default_to_platform_folders(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    config = parse_config(valid(), Path("x.yaml"))
+    assert config.state.ledger == tmp_path / "state" / "seestar-watch" / "ledger.sqlite3"
+    assert config.archive.folder == tmp_path / "data" / "seestar-watch" / "archive"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("pipeline", "retries", -1, "pipeline.retries: expected a whole number >= 0, got -1"),
+        ("pipeline", "workers", 0, "pipeline.workers: expected a whole number >= 1, got 0"),
+        ("pipeline", "workers", 1.5, "pipeline.workers: expected a whole number >= 1, got 1.5"),
+        ("pipeline", "timeout", 0, "pipeline.timeout: expected a number > 0, got 0"),
+        ("pipeline", "env", {"A=B": "1"}, "pipeline.env: expected a mapping of NAME: value"),
+        ("pipeline", "env", ["A"], "pipeline.env: expected a mapping of NAME: value"),
+        ("image_watcher", "ignore", "Stacked_*", "image_watcher.ignore: expected a list"),
+        (
+            "image_watcher",
+            "rescan_interval",
+            -5,
+            "image_watcher.rescan_interval: expected a number >= 0",
+        ),
+        ("archive", "enabled", "no", "archive.enabled: expected true or false"),
+        ("archive", "path", "", "archive.path: expected a folder path"),
+        ("state", "process_existing", 1, "state.process_existing: expected true or false"),
+        ("logging", "format", "xml", "logging.format: expected one of auto | console | json"),
+        (
+            "logging",
+            "level",
+            "loud",
+            "logging.level: expected one of debug | info | warning | error",
+        ),
+    ],
+)
+def test_later_sections_are_validated_too(
+    section: str, key: str, value: object, message: str
+) -> None:
+    raw = valid()
+    raw.setdefault(section, {})
+    if section == "pipeline":
+        raw["pipeline"] = {"command": ["echo"], key: value}
+    else:
+        raw[section] = {**raw.get(section, {}), key: value}  # type: ignore[dict-item]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    assert caught.value.problems[0].startswith(message), caught.value.problems
 
 
 def test_defaults_apply_to_keys_left_out() -> None:

@@ -1,0 +1,406 @@
+"""The ledger: what has been seen and done, in SQLite on local disk.
+
+One row per frame *version* (path, size, mtime): a frame that is done never runs
+again, a new version of it does. The ledger is also the work queue: pending rows
+wait here, in arrival order, not in a list in memory, so a restart or a crash
+loses nothing (rows left `running` by a killed daemon go back to `pending`).
+
+Paths are stored relative to watch_path as the raw bytes of the name, so names
+that are not UTF-8 round-trip exactly. Opened, migrated and closed here only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seestar_watch.errors import UserError
+
+SCHEMA_VERSION = 1
+STATES = ("pending", "running", "done", "failed", "rejected", "skipped")
+
+_SCHEMA = """
+CREATE TABLE frames (
+    id INTEGER PRIMARY KEY,
+    relpath BLOB NOT NULL,              -- path below watch_path, raw bytes of the name
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN
+        ('pending', 'running', 'done', 'failed', 'rejected', 'skipped')),
+    reason TEXT,                        -- why rejected or failed
+    header TEXT,                        -- the flat primary header as JSON
+    attempts INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    archived BLOB,                      -- the local copy the pipeline read (raw bytes)
+    not_before REAL,                    -- a retry waits until then (unix time)
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    duration REAL,
+    UNIQUE (relpath, size, mtime_ns)
+);
+CREATE INDEX frames_by_state ON frames (state, id);
+CREATE INDEX frames_by_update ON frames (updated_at);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a file: its path below watch_path, size and modification time."""
+
+    relpath: bytes
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: int
+    version: Version
+    header: dict[str, Any]
+    attempts: int
+    archived: str | None
+
+
+class LedgerError(UserError):
+    pass
+
+
+class InstanceLock:
+    """One daemon per ledger: an exclusive flock on `<ledger>.lock`, freed when the process dies."""
+
+    def __init__(self, ledger_path: Path) -> None:
+        self.path = ledger_path.with_name(ledger_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LedgerError(
+                f"the ledger {self.path.with_suffix('')} is in use by another seestar-watch"
+                f" (pid {holder}); stop it first, or give this one its own state.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Ledger:
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.path = path
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Ledger:
+        """Open (creating when writable and absent) and migrate; LedgerError when unusable."""
+        try:
+            if readonly:
+                db = sqlite3.connect(
+                    path.absolute().as_uri() + "?mode=ro",
+                    uri=True,
+                    timeout=10,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    path, timeout=10, isolation_level=None, check_same_thread=False
+                )
+            ledger = cls(db, path)
+            ledger._prepare(readonly)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise LedgerError(
+                f"the ledger {path} is unreadable or corrupt ({exc}); it is never recreated by"
+                " itself: move it aside to start afresh, or restore a backup"
+            ) from None
+        return ledger
+
+    def _prepare(self, readonly: bool) -> None:
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 10000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema {version} is from a newer seestar-watch")
+        if version == 0 and tables:
+            raise sqlite3.DatabaseError("not a seestar-watch ledger")
+        if readonly:
+            return
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        if version == 0:
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):  # executescript() would COMMIT early
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        problem = db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- what is known -------------------------------------------------------
+
+    def is_new(self) -> bool:
+        """True until the first start has taken its baseline."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM meta WHERE key = 'baseline_at'").fetchone()
+            return row is None
+
+    def knows(self, version: Version) -> bool:
+        return self.id_of(version) is not None
+
+    def state_of(self, version: Version) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
+                (version.relpath, version.size, version.mtime_ns),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+    # -- recording -----------------------------------------------------------
+
+    def record_baseline(self, versions: Iterable[Version]) -> int:
+        """First start: files already there are `skipped`, not run; returns how many."""
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            rows = [(v.relpath, v.size, v.mtime_ns, now, now) for v in versions]
+            db.executemany(
+                "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'skipped', 'there before the first"
+                " start', ?, ?)",
+                rows,
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('baseline_at', ?)", (str(now),))
+            return len(rows)
+
+    def mark_started(self) -> None:
+        """Later starts run whatever arrived meanwhile: no baseline after the first."""
+        with self._lock, self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('baseline_at', ?)", (str(time.time()),))
+
+    def add_pending(self, version: Version, header: dict[str, Any]) -> bool:
+        """Queue a settled frame; False when this version is already known."""
+        return self._insert(version, "pending", None, header)
+
+    def add_rejected(
+        self, version: Version, reason: str, header: dict[str, Any] | None = None
+    ) -> bool:
+        return self._insert(version, "rejected", reason, header)
+
+    def _insert(
+        self, version: Version, state: str, reason: str | None, header: dict[str, Any] | None
+    ) -> bool:
+        now = time.time()
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason, header,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    version.relpath,
+                    version.size,
+                    version.mtime_ns,
+                    state,
+                    reason,
+                    _to_json(header),
+                    now,
+                    now,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def force_pending(self, version: Version, header: dict[str, Any]) -> None:
+        """`process --force`: run this version again whatever its state."""
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT INTO frames (relpath, size, mtime_ns, state, header, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
+                " ON CONFLICT (relpath, size, mtime_ns) DO UPDATE SET state = 'pending',"
+                " attempts = 0, not_before = NULL, reason = NULL, header = excluded.header,"
+                " updated_at = excluded.updated_at",
+                (version.relpath, version.size, version.mtime_ns, _to_json(header), now, now),
+            )
+
+    # -- the queue -----------------------------------------------------------
+
+    def recover_running(self) -> int:
+        """Rows a killed daemon left `running` go back to `pending` (at least once)."""
+        with self._lock, self._transaction() as db:
+            return db.execute(
+                "UPDATE frames SET state = 'pending', updated_at = ? WHERE state = 'running'",
+                (time.time(),),
+            ).rowcount
+
+    def claim_next(self) -> Frame | None:
+        """The oldest pending frame that is due, now marked running; None when there is none."""
+        return self._claim("not_before IS NULL OR not_before <= ?", time.time())
+
+    def claim(self, frame_id: int) -> Frame | None:
+        """This pending frame, now marked running, whether it is due or not."""
+        return self._claim("id = ?", frame_id)
+
+    def _claim(self, condition: str, value: float | int) -> Frame | None:
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            row = db.execute(
+                "SELECT id, relpath, size, mtime_ns, header, attempts, archived FROM frames"
+                f" WHERE state = 'pending' AND ({condition}) ORDER BY id LIMIT 1",
+                (value,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE frames SET state = 'running', attempts = attempts + 1, started_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (now, now, row[0]),
+            )
+        header = json.loads(row[4]) if row[4] else {}
+        archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
+        return Frame(row[0], Version(bytes(row[1]), row[2], row[3]), header, row[5] + 1, archived)
+
+    def id_of(self, version: Version) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
+                (version.relpath, version.size, version.mtime_ns),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+    def seconds_until_due(self, frame_id: int | None = None) -> float | None:
+        """Seconds until the next pending frame (or this one) may run; None if none is pending."""
+        where = "state = 'pending'" + ("" if frame_id is None else " AND id = ?")
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT count(*), min(coalesce(not_before, 0)) FROM frames WHERE {where}",
+                () if frame_id is None else (frame_id,),
+            ).fetchone()
+        if not row[0]:
+            return None
+        return max(0.0, float(row[1]) - time.time())
+
+    def set_archived(self, frame_id: int, archived: str) -> None:
+        self._update(frame_id, archived=os.fsencode(archived))
+
+    def finish(
+        self,
+        frame_id: int,
+        state: str,
+        *,
+        exit_code: int | None = None,
+        duration: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._update(
+            frame_id,
+            state=state,
+            exit_code=exit_code,
+            duration=duration,
+            reason=reason,
+            not_before=None,
+        )
+
+    def retry_later(
+        self,
+        frame_id: int,
+        delay: float,
+        *,
+        exit_code: int | None,
+        duration: float | None,
+        reason: str,
+    ) -> None:
+        self._update(
+            frame_id,
+            state="pending",
+            exit_code=exit_code,
+            duration=duration,
+            reason=reason,
+            not_before=time.time() + delay,
+        )
+
+    def release(self, frame_id: int) -> None:
+        """Shutdown interrupted this run: pending again, and the attempt does not count."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE frames SET state = 'pending', attempts = max(attempts - 1, 0),"
+                " updated_at = ? WHERE id = ?",
+                (time.time(), frame_id),
+            )
+
+    def _update(self, frame_id: int, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        with self._lock:
+            self._db.execute(
+                f"UPDATE frames SET {assignments} WHERE id = ?", (*values.values(), frame_id)
+            )
+
+    def retry_failed(self, relpaths: Iterable[bytes] | None = None) -> int:
+        """Failed frames (all, or those at `relpaths`) back to pending; returns how many."""
+        now = time.time()
+        query = (
+            "UPDATE frames SET state = 'pending', attempts = 0, not_before = NULL,"
+            " updated_at = ? WHERE state = 'failed'"
+        )
+        with self._lock, self._transaction() as db:
+            if relpaths is None:
+                return db.execute(query, (now,)).rowcount
+            return sum(db.execute(query + " AND relpath = ?", (now, r)).rowcount for r in relpaths)
+
+    # -- reports -------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM frames GROUP BY state").fetchall()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT relpath, state, attempts, exit_code, updated_at, reason, duration"
+                " FROM frames ORDER BY updated_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ("relpath", "state", "attempts", "exit_code", "updated_at", "reason", "duration")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _to_json(header: dict[str, Any] | None) -> str | None:
+    return None if header is None else json.dumps(header, allow_nan=True)

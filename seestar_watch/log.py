@@ -1,0 +1,74 @@
+"""Logging: structlog to stderr, console on a terminal and JSON lines otherwise.
+
+File names on a guest share are untrusted: a newline in one must never start a
+second log record. JSON escapes them by itself; for the console every string
+value with a character that is not printable is shown escaped, on one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def escape(value: str) -> str:
+    """One printable line: control characters, newlines and undecodable bytes escaped."""
+    if value.isprintable():
+        return value
+    return repr(value)[1:-1]
+
+
+def _escape_strings(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = escape(value)
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog (and stdlib logging, which watchdog uses) for the command line.
+
+    `fmt` is auto | console | json; auto means console on a terminal, JSON lines otherwise.
+    """
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=False),
+    ]
+    renderer: list[Any]
+    if fmt == "json":
+        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        renderer = [_escape_strings, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    structlog.configure(
+        processors=shared + renderer,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # watchdog reports inotify overflows and failed polls through stdlib logging:
+    # render those records the same way, so a JSON log stays pure JSON lines.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared[1:]],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(LEVELS[level], logging.WARNING))

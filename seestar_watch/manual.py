@@ -1,0 +1,104 @@
+"""Frames named by hand: `seestar-watch process PATH...` and `seestar-watch retry PATH...`.
+
+`process` takes the same path as the daemon (header, ledger, archive, pipeline,
+ledger) and so needs the ledger to itself; `retry` only flips failed rows back to
+pending, which a running daemon then picks up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import structlog
+
+from seestar_watch.config import Config
+from seestar_watch.daemon import Daemon, locked_ledger
+from seestar_watch.errors import UserError
+from seestar_watch.fitsheader import Status, read_header
+from seestar_watch.ledger import Ledger
+from seestar_watch.scan import version_of
+from seestar_watch.worker import FrameProcessor
+
+log = structlog.get_logger("seestar_watch.manual")
+
+Progress = Callable[[list[int]], Iterable[int]]
+
+
+def relpath_inside(config: Config, path: Path) -> str:
+    """`path` relative to watch_path; a UserError when it lies outside."""
+    root = os.path.abspath(config.image_watcher.watch_path)
+    absolute = os.path.abspath(path)
+    if os.path.commonpath([root, absolute]) != root or absolute == root:
+        raise UserError(f"{path} is not inside image_watcher.watch_path ({root})")
+    return os.path.relpath(absolute, root)
+
+
+def process_paths(
+    config: Config, paths: Sequence[Path], *, force: bool, progress: Progress = list
+) -> dict[str, str]:
+    """Run the pipeline on `paths` now; returns each path's final state (or why it did not run)."""
+    relpaths = {str(path): relpath_inside(config, path) for path in paths}
+    daemon = Daemon(config)
+    outcomes: dict[str, str] = {}
+    with daemon.handling_signals(), locked_ledger(config) as ledger:
+        queued = {}
+        for shown, relpath in relpaths.items():
+            frame_id, outcome = _queue(config, ledger, relpath, force=force)
+            if frame_id is None:
+                outcomes[shown] = outcome
+            else:
+                queued[frame_id] = shown
+        processor = FrameProcessor(config, ledger, daemon.should_abort)
+        for frame_id in progress(list(queued)):
+            outcomes[queued[frame_id]] = _run_until_settled(ledger, processor, frame_id, daemon)
+    return outcomes
+
+
+def _queue(config: Config, ledger: Ledger, relpath: str, *, force: bool) -> tuple[int | None, str]:
+    root = str(config.image_watcher.watch_path.absolute())
+    source = os.path.join(root, relpath)
+    header = read_header(source)
+    if header.identity is None or header.status in (Status.GONE, Status.UNAVAILABLE):
+        return None, f"not readable: {header.reason}"
+    version = version_of(root, source, *header.identity[2:])
+    if header.status is Status.INCOMPLETE:
+        return None, f"still arriving: {header.reason}"
+    if header.status is Status.INVALID:
+        ledger.add_rejected(version, header.reason)
+        return None, f"rejected: {header.reason}"
+    state = ledger.state_of(version)
+    if state == "done" and not force:
+        return None, "already done (use --force to run it again)"
+    if state in (None, "done", "failed", "rejected", "skipped") or force:
+        ledger.force_pending(version, header.cards)
+    frame_id = ledger.id_of(version)
+    return frame_id, "pending"
+
+
+def _run_until_settled(
+    ledger: Ledger, processor: FrameProcessor, frame_id: int, daemon: Daemon
+) -> str:
+    """Run one frame, through its retries, until it is done, failed or rejected."""
+    state = "pending"
+    while state == "pending" and not daemon.should_abort():
+        frame = ledger.claim(frame_id)
+        if frame is None:
+            return "pending"
+        state = processor.process(frame)
+        if state == "pending":
+            daemon.wait_stop(ledger.seconds_until_due(frame_id) or 0.0)
+    return state
+
+
+def retry_paths(config: Config, paths: Sequence[Path] | None) -> int:
+    """Failed frames (all, or those at `paths`) back to pending; returns how many."""
+    relpaths = (
+        None if paths is None else [os.fsencode(relpath_inside(config, path)) for path in paths]
+    )
+    ledger = Ledger.open(config.state.ledger)
+    try:
+        return ledger.retry_failed(relpaths)
+    finally:
+        ledger.close()

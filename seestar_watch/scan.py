@@ -1,0 +1,65 @@
+"""Listing the watched tree: the catch-up at start and the periodic rescans.
+
+Events give low latency; scans make correctness independent of them (missed or
+overflowed inotify events, coalesced FSEvents, files present at start, watchdog
+#1077). Only folders and FITS names are looked at; symlinks are never followed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
+
+from seestar_watch.ledger import Version
+
+FITS_SUFFIXES = (".fits", ".fit")
+
+
+def is_fits_name(name: str) -> bool:
+    return name.lower().endswith(FITS_SUFFIXES)
+
+
+def frame_filter(ignore: Iterable[str]) -> Callable[[str], bool]:
+    """A test on a file *name*: a FITS name that no ignore pattern matches (case-sensitive)."""
+    patterns = tuple(ignore)
+
+    def wanted(name: str) -> bool:
+        return is_fits_name(name) and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return wanted
+
+
+def list_frames(
+    root: str, *, recursive: bool, wanted: Callable[[str], bool]
+) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, lstat) of every regular file under `root` whose name is wanted.
+
+    An unreadable sub-folder is skipped; an unreadable root raises OSError.
+    """
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except OSError:
+            if folder == root:
+                raise
+            continue
+        for entry in found:
+            if entry.is_dir(follow_symlinks=False):
+                if recursive:
+                    folders.append(entry.path)
+            elif wanted(entry.name):
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield entry.path, info
+
+
+def version_of(root: str, path: str, size: int, mtime_ns: int) -> Version:
+    return Version(os.fsencode(os.path.relpath(path, root)), size, mtime_ns)

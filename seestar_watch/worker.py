@@ -1,0 +1,144 @@
+"""One claimed frame, from the ledger through the archive and the pipeline back to the ledger.
+
+A bad frame or a failing command is a result recorded in the ledger, never an
+exception that escapes: the daemon's workers and `seestar-watch process` share
+this path.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from seestar_watch.archive import ArchiveError, ShareUnavailable, SourceChanged, archive_copy
+from seestar_watch.config import Config
+from seestar_watch.ledger import Frame, Ledger
+from seestar_watch.pipeline import RunResult, child_environment, event_json, run_command
+from seestar_watch.placeholders import expand
+
+log = structlog.get_logger("seestar_watch.worker")
+
+
+class FrameProcessor:
+    def __init__(self, config: Config, ledger: Ledger, should_abort: Callable[[], bool]) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.should_abort = should_abort
+        self.watch_path = str(config.image_watcher.watch_path.absolute())
+
+    def process(self, frame: Frame) -> str:
+        """Run one claimed frame; returns the state it was left in."""
+        relpath = os.fsdecode(frame.version.relpath)
+        source = os.path.join(self.watch_path, relpath)
+        bound = log.bind(frame=relpath)
+        try:
+            path = self._readable_copy(frame, source, relpath)
+        except SourceChanged as exc:
+            self.ledger.finish(frame.id, "rejected", reason=str(exc))
+            bound.warning("frame.rejected", reason=str(exc))
+            return "rejected"
+        except ShareUnavailable as exc:
+            self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
+            bound.warning("frame.postponed", reason=f"share unavailable: {exc}")
+            return "pending"
+        except ArchiveError as exc:
+            return self._failed_attempt(frame, None, None, f"archive: {exc}", bound)
+        return self._run_pipeline(frame, path, source, relpath, bound)
+
+    def _readable_copy(self, frame: Frame, source: str, relpath: str) -> str:
+        """The file the pipeline reads: the archived copy (made once), or the source."""
+        archive = self.config.archive
+        if not archive.enabled:
+            return source
+        if frame.archived and _same_size(frame.archived, frame.version.size):
+            return frame.archived
+        copy = archive_copy(source, archive.folder, relpath, frame.version)
+        self.ledger.set_archived(frame.id, str(copy))
+        log.debug("frame.archived", frame=relpath, copy=str(copy))
+        return str(copy)
+
+    def _run_pipeline(self, frame: Frame, path: str, source: str, relpath: str, bound: Any) -> str:
+        pipeline = self.config.pipeline
+        size_kb = frame.version.size / 1024
+        event = {
+            "path": path,
+            "source": source,
+            "relpath": relpath,
+            "header": frame.header,
+            "size_kb": size_kb,
+        }
+        name = os.path.basename(relpath)
+        values = {
+            "path": path,
+            "source": source,
+            "relpath": relpath,
+            "name": name,
+            "stem": os.path.splitext(name)[0],
+            "size_kb": f"{size_kb:.1f}",
+        }
+        argv = expand(pipeline.command, values)
+        bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
+        result = run_command(
+            argv,
+            stdin_data=event_json(event).encode(),
+            env=child_environment(pipeline.env, event),
+            timeout=pipeline.timeout,
+            should_abort=self.should_abort,
+            on_line=lambda stream, line: bound.info("pipeline.output", stream=stream, line=line),
+        )
+        if result.dropped_bytes:
+            bound.warning("pipeline.output_truncated", dropped_bytes=result.dropped_bytes)
+        bound.info(
+            "pipeline.finished",
+            outcome=result.outcome,
+            exit_code=result.exit_code,
+            duration_s=round(result.duration, 3),
+            error=result.error or None,
+        )
+        if result.outcome == "aborted":
+            self.ledger.release(frame.id)
+            return "pending"
+        if result.succeeded:
+            self.ledger.finish(frame.id, "done", exit_code=0, duration=result.duration)
+            return "done"
+        reason = result.error or _describe_failure(result, pipeline.timeout)
+        return self._failed_attempt(frame, result.exit_code, result.duration, reason, bound)
+
+    def _failed_attempt(
+        self, frame: Frame, exit_code: int | None, duration: float | None, reason: str, bound: Any
+    ) -> str:
+        pipeline = self.config.pipeline
+        if frame.attempts <= pipeline.retries:
+            delay = pipeline.retry_delay * 2 ** (frame.attempts - 1)
+            self.ledger.retry_later(
+                frame.id, delay, exit_code=exit_code, duration=duration, reason=reason
+            )
+            bound.warning(
+                "frame.retry_scheduled", reason=reason, attempt=frame.attempts, retry_in_s=delay
+            )
+            return "pending"
+        self.ledger.finish(
+            frame.id, "failed", exit_code=exit_code, duration=duration, reason=reason
+        )
+        bound.error("frame.failed", reason=reason, attempts=frame.attempts)
+        return "failed"
+
+
+def _describe_failure(result: RunResult, timeout: float) -> str:
+    if result.outcome == "timeout":
+        return f"timeout: still running after {timeout:g} s, stopped"
+    if result.exit_code is not None and result.exit_code < 0:
+        return f"killed by signal {-result.exit_code}"
+    return f"exit code {result.exit_code}"
+
+
+def _same_size(path: str, size: int) -> bool:
+    try:
+        return Path(path).stat().st_size == size
+    except OSError:
+        return False

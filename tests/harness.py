@@ -1,0 +1,137 @@
+"""Running the real daemon: config files, a subprocess with JSON logs, and what the pipeline saw."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import wait_for
+
+RECORDER = Path(__file__).parent / "recorder_pipeline.py"
+
+
+class Scope:
+    """A folder standing in for the share, a config pointing at it, and the recorder pipeline."""
+
+    def __init__(self, root: Path, **overrides: Any) -> None:
+        self.root = root
+        self.share = root / "share" / "MyWorks"
+        self.share.mkdir(parents=True, exist_ok=True)
+        self.records = root / "records"
+        self.records.mkdir(exist_ok=True)
+        self.archive = root / "archive"
+        self.ledger = root / "state" / "ledger.sqlite3"
+        self.config_path = root / "config.yaml"
+        self.settings: dict[str, Any] = {
+            "image_watcher": {
+                "watch_path": str(self.share),
+                "debounce_delay": 0.3,
+                "recursive": True,
+                "rescan_interval": 1,
+                "poll_interval": 0.2,
+            },
+            "pipeline": {
+                "command": [sys.executable, str(RECORDER), "{path}"],
+                "retry_delay": 0,
+                "timeout": 30,
+                "shutdown_grace": 5,
+                "env": {"RECORD_DIR": str(self.records), "BEHAVIOUR": "ok"},
+            },
+            "archive": {"path": str(self.archive)},
+            "state": {"path": str(self.ledger)},
+            "logging": {"format": "json", "level": "debug"},
+        }
+        self.update(**overrides)
+
+    def update(self, **sections: dict[str, Any]) -> None:
+        for name, values in sections.items():
+            self.settings.setdefault(name, {}).update(values)
+        self.config_path.write_text(yaml.safe_dump(self.settings))
+
+    def behave(self, behaviour: str) -> None:
+        self.update(pipeline={"env": {**self.settings["pipeline"]["env"], "BEHAVIOUR": behaviour}})
+
+    def runs(self) -> list[dict[str, Any]]:
+        path = self.records / "runs.jsonl"
+        if not path.exists():
+            return []
+        runs = [json.loads(line) for line in path.read_text().splitlines()]
+        for run in runs:
+            run["argv"] = [os.fsdecode(bytes.fromhex(a)) for a in run["argv"]]
+        return runs
+
+    def run_sources(self) -> list[str]:
+        return [run["source"] for run in self.runs()]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "seestar_watch", *args, "-c", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str) -> DaemonProcess:
+        return DaemonProcess(self, list(args))
+
+
+class DaemonProcess:
+    """`seestar-watch run` in a subprocess; its JSON log lines are read from a file."""
+
+    def __init__(self, scope: Scope, args: list[str]) -> None:
+        self.log_path = scope.root / f"daemon-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "seestar_watch", "run", "-c", str(scope.config_path), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def logs(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                entries.append({"event": "<not json>", "line": line})
+        return entries
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs() if entry.get("event") == name]
+
+    def wait_for_event(
+        self, name: str, count: int = 1, timeout: float = 20
+    ) -> list[dict[str, Any]]:
+        def seen() -> list[dict[str, Any]] | None:
+            if self.process.poll() is not None and len(self.events(name)) < count:
+                raise AssertionError(f"daemon exited {self.process.returncode}: {self.text()}")
+            found = self.events(name)
+            return found if len(found) >= count else None
+
+        return wait_for(seen, timeout)  # type: ignore[no-any-return]
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()

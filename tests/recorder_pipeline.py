@@ -1,0 +1,56 @@
+"""A real pipeline command for the tests: records what it was given, then behaves as told.
+
+It appends one JSON line per run to $RECORD_DIR/runs.jsonl (argv, stdin, the SEESTAR_WATCH_*
+variables and whether NOTIFY_SOCKET/WATCHDOG_* leaked through). $BEHAVIOUR chooses what it
+does next: ok, fail, fail-then-ok (fails while $RECORD_DIR/fail-count < 2), hang, slow:<s>,
+grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+record_dir = os.environ["RECORD_DIR"]
+behaviour = os.environ.get("BEHAVIOUR", "ok")
+stdin = sys.stdin.read()
+record = {
+    "argv": [os.fsencode(a).hex() for a in sys.argv[1:]],
+    "stdin": stdin,
+    "path": os.environ.get("SEESTAR_WATCH_PATH"),
+    "source": os.environ.get("SEESTAR_WATCH_SOURCE"),
+    "event": os.environ.get("SEESTAR_WATCH_EVENT"),
+    "extra": os.environ.get("EXTRA_SETTING"),
+    "leaked": sorted(k for k in os.environ if k == "NOTIFY_SOCKET" or k.startswith("WATCHDOG_")),
+    "pid": os.getpid(),
+    "started": time.time(),
+}
+with open(os.path.join(record_dir, "runs.jsonl"), "a") as runs:
+    runs.write(json.dumps(record) + "\n")
+
+if behaviour == "fail":
+    print("photometry failed: no stars", file=sys.stderr)
+    sys.exit(3)
+if behaviour == "fail-then-ok":
+    counter = os.path.join(record_dir, "fail-count")
+    failures = int(open(counter).read()) if os.path.exists(counter) else 0
+    if failures < 2:
+        open(counter, "w").write(str(failures + 1))
+        sys.exit(4)
+if behaviour == "hang":
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    open(os.path.join(record_dir, "hang-child.pid"), "w").write(str(child.pid))
+    time.sleep(600)
+if behaviour.startswith("slow:"):
+    time.sleep(float(behaviour.split(":")[1]))
+    open(os.path.join(record_dir, "slow-finished"), "a").write("x\n")
+if behaviour == "grandchild":
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=sys.stdout)
+if behaviour == "flood":
+    chunk = b"x" * 1023 + b"\n"
+    for _ in range(50 * 1024):
+        sys.stdout.buffer.write(chunk)
+print("measured ok")

@@ -1,0 +1,93 @@
+"""The local archive: exact copies, never overwriting a different file, never writing the source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from seestar_watch.archive import ArchiveError, SourceChanged, archive_copy
+from seestar_watch.scan import version_of
+
+
+def source_file(tmp_path: Path, content: bytes, name: str = "M 42_sub/a.fit") -> tuple[Path, str]:
+    share = tmp_path / "share"
+    path = share / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, name
+
+
+def version(path: Path, root: Path) -> object:
+    info = path.stat()
+    return version_of(str(root), str(path), info.st_size, info.st_mtime_ns)
+
+
+def test_copy_is_exact_and_the_source_untouched(tmp_path: Path) -> None:
+    content = os.urandom(3_000_000)
+    path, relpath = source_file(tmp_path, content)
+    before = path.stat()
+    copy = archive_copy(str(path), tmp_path / "archive", relpath, version(path, tmp_path / "share"))
+    assert copy == tmp_path / "archive" / relpath
+    assert copy.read_bytes() == content and path.read_bytes() == content
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    assert [p.name for p in copy.parent.iterdir()] == ["a.fit"]
+
+
+def test_an_identical_existing_copy_is_reused_a_different_one_never_replaced(
+    tmp_path: Path,
+) -> None:
+    path, relpath = source_file(tmp_path, b"first version")
+    root = tmp_path / "archive"
+    first = archive_copy(str(path), root, relpath, version(path, tmp_path / "share"))
+    assert archive_copy(str(path), root, relpath, version(path, tmp_path / "share")) == first
+    path.write_bytes(b"second version, longer")
+    second = archive_copy(str(path), root, relpath, version(path, tmp_path / "share"))
+    assert second.name == "a.v2.fit"
+    assert first.read_bytes() == b"first version"
+    assert second.read_bytes() == b"second version, longer"
+
+
+def test_a_source_that_changed_since_it_settled_is_refused(tmp_path: Path) -> None:
+    path, relpath = source_file(tmp_path, b"settled")
+    settled = version(path, tmp_path / "share")
+    path.write_bytes(b"grew after settling")
+    with pytest.raises(SourceChanged):
+        archive_copy(str(path), tmp_path / "archive", relpath, settled)  # type: ignore[arg-type]
+    assert not (tmp_path / "archive" / relpath).exists()
+
+
+def test_a_vanished_source_is_refused(tmp_path: Path) -> None:
+    path, relpath = source_file(tmp_path, b"here")
+    settled = version(path, tmp_path / "share")
+    path.unlink()
+    with pytest.raises(SourceChanged, match="gone"):
+        archive_copy(str(path), tmp_path / "archive", relpath, settled)  # type: ignore[arg-type]
+
+
+def test_a_symlink_source_is_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"private")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "x.fit").symlink_to(secret)
+    fake = version_of(str(share), str(share / "x.fit"), 7, secret.stat().st_mtime_ns)
+    with pytest.raises(SourceChanged):
+        archive_copy(str(share / "x.fit"), tmp_path / "archive", "x.fit", fake)
+
+
+def test_paths_outside_the_archive_are_refused(tmp_path: Path) -> None:
+    path, _ = source_file(tmp_path, b"x")
+    with pytest.raises(ArchiveError, match="outside the archive"):
+        archive_copy(
+            str(path), tmp_path / "archive", "../escape.fit", version(path, tmp_path / "share")
+        )  # type: ignore[arg-type]
+
+
+def test_an_unwritable_archive_is_an_archive_error(tmp_path: Path) -> None:
+    path, relpath = source_file(tmp_path, b"x")
+    blocker = tmp_path / "archive"
+    blocker.write_text("a file where the archive folder should be")
+    with pytest.raises(ArchiveError):
+        archive_copy(str(path), blocker, relpath, version(path, tmp_path / "share"))  # type: ignore[arg-type]

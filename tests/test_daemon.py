@@ -1,0 +1,487 @@
+"""The real daemon in a subprocess: exactly once across restarts, crashes, rescans and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import frame_bytes, real_header, small_header, wait_for, write_frame
+from tests.harness import DaemonProcess, Scope
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def scope(tmp_path: Path) -> Scope:
+    return Scope(tmp_path)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.kill()
+
+
+def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
+    daemon = scope.start(*args)
+    daemons.append(daemon)
+    daemon.wait_for_event("daemon.started")
+    return daemon
+
+
+def frame(scope: Scope, name: str, content: bytes | None = None) -> Path:
+    return write_frame(scope.share / "M 42_sub" / name, content)
+
+
+def test_first_start_skips_what_is_there_and_runs_what_arrives(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    frame(scope, "old.fit")
+    daemon = start(scope, daemons)
+    new = frame(scope, "new.fit")
+    wait_for(scope.runs)
+    daemon.wait_for_event("pipeline.finished")
+    assert daemon.stop() == 0
+    assert scope.run_sources() == [str(new)]
+    assert daemon.events("ledger.baseline")[0]["skipped"] == 1
+
+
+def test_process_existing_runs_what_is_there_on_first_start(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    old = frame(scope, "old.fit")
+    daemon = start(scope, daemons, "--process-existing")
+    wait_for(scope.runs)
+    daemon.stop()
+    assert scope.run_sources() == [str(old)]
+
+
+def test_restart_runs_only_what_arrived_while_down(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    daemon = start(scope, daemons)
+    first = frame(scope, "first.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    daemon.wait_for_event("pipeline.finished")
+    assert daemon.stop() == 0
+
+    while_down = frame(scope, "while_down.fit")
+    daemon = start(scope, daemons)
+    wait_for(lambda: len(scope.runs()) == 2)
+    daemon.wait_for_event("scan.finished", count=3)  # several rescans later, still no more runs
+    assert daemon.stop() == 0
+    assert scope.run_sources() == [str(first), str(while_down)]
+
+
+def test_sigkill_during_a_run_reruns_that_frame_and_duplicates_nothing(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    daemon = start(scope, daemons)
+    done = frame(scope, "done.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    daemon.wait_for_event("pipeline.finished")
+    scope.behave("slow:30")
+    daemon.stop()
+    daemon = start(scope, daemons)
+    interrupted = frame(scope, "interrupted.fit")
+    wait_for(lambda: len(scope.runs()) == 2)  # the slow run has started
+    daemon.kill()  # SIGKILL: no chance to clean up; the row stays `running`
+
+    scope.behave("ok")
+    daemon = start(scope, daemons)
+    wait_for(lambda: len(scope.runs()) == 3)
+    daemon.wait_for_event("pipeline.finished")
+    daemon.wait_for_event("scan.finished", count=3)
+    assert daemon.stop() == 0
+    assert daemon.events("ledger.recovered")[0]["frames"] == 1
+    assert scope.run_sources() == [str(done), str(interrupted), str(interrupted)]
+
+
+def test_repeated_events_and_rescans_never_double_run(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    daemon = start(scope, daemons)
+    path = frame(scope, "once.fit")
+    wait_for(scope.runs)
+    for _ in range(5):
+        with path.open("ab"):
+            pass  # close-after-write events for an unchanged file
+    daemon.wait_for_event("scan.finished", count=4)
+    assert daemon.stop() == 0
+    assert scope.run_sources() == [str(path)]
+
+
+def test_a_new_version_of_a_done_frame_runs_again(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    daemon = start(scope, daemons)
+    path = frame(scope, "twice.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    path.write_bytes(frame_bytes(real_header()))  # new size and mtime: a new version
+    wait_for(lambda: len(scope.runs()) == 2)
+    daemon.stop()
+
+
+HOSTILE = [
+    "$(touch pwned).fit",
+    "a;b.fit",
+    "-rf --output=x.fit",
+    "new\nline.fit",
+    "`touch pwned2`.fit",
+    'quote\'s "and" spaces.fit',
+]
+
+
+def test_hostile_names_reach_the_command_as_one_exact_argument(
+    scope: Scope, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    scope.update(
+        pipeline={"command": [*scope.settings["pipeline"]["command"], "{name}", "--", "{relpath}"]}
+    )
+    daemon = start(scope, daemons)
+    names = [*HOSTILE]
+    for name in names:
+        frame(scope, name)
+    raw_name = b"caf\xe9-\xff.fit"  # not UTF-8
+    raw_path = os.fsencode(scope.share / "M 42_sub") + b"/" + raw_name
+    with open(raw_path, "wb") as out:
+        out.write(frame_bytes(small_header()))
+    wait_for(lambda: len(scope.runs()) == len(names) + 1, timeout=30)
+    daemon.wait_for_event("scan.finished", count=3)
+    assert daemon.stop() == 0
+
+    runs = scope.runs()
+    assert len(runs) == len(names) + 1
+    expected = {os.fsdecode(name.encode()) for name in names} | {os.fsdecode(raw_name)}
+    assert {os.path.basename(run["source"]) for run in runs} == expected
+    for run in runs:
+        path, name, dashes, relpath = run["argv"]
+        assert path == str(scope.archive / "M 42_sub" / name)  # one absolute argument
+        assert dashes == "--" and relpath == f"M 42_sub/{name}"
+        assert os.fsencode(path) == os.fsencode(run["path"])
+    assert not list(tmp_path.rglob("pwned*")) and not Path("pwned").exists()
+    for entry in daemon.logs():
+        assert entry["event"] != "<not json>", entry  # one record per line despite the newline
+
+
+def test_a_failing_command_is_retried_then_failed_then_retry_puts_it_back(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("fail")
+    scope.update(pipeline={"retries": 2})
+    daemon = start(scope, daemons)
+    path = frame(scope, "bad.fit")
+    daemon.wait_for_event("frame.failed")
+    assert len(scope.runs()) == 3  # first try + 2 retries
+    assert len(daemon.events("frame.retry_scheduled")) == 2
+    output = daemon.events("pipeline.output")
+    assert output[0]["line"] == "photometry failed: no stars" and output[0]["stream"] == "stderr"
+    assert daemon.events("pipeline.finished")[0]["exit_code"] == 3
+
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["failed"] == 1
+    assert status["frames"][0]["exit_code"] == 3 and status["frames"][0]["attempts"] == 3
+
+    scope.behave("ok")  # the daemon keeps its loaded config: retry, then restart to fix it
+    assert daemon.stop() == 0
+    result = scope.cli("retry", str(path))
+    assert result.returncode == 0 and "1 failed frame(s) back to pending" in result.stdout
+    daemon = start(scope, daemons)
+    wait_for(lambda: len(scope.runs()) == 4)
+    daemon.wait_for_event("pipeline.finished")
+    daemon.stop()
+    assert json.loads(scope.cli("status", "--json").stdout)["counts"]["done"] == 1
+
+
+def test_retry_reaches_a_running_daemon(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.behave("fail-then-ok")
+    scope.update(pipeline={"retries": 0})
+    daemon = start(scope, daemons)
+    frame(scope, "flaky.fit")
+    daemon.wait_for_event("frame.failed")
+    assert scope.cli("retry", "--failed").returncode == 0
+    wait_for(lambda: len(scope.runs()) == 2)
+    daemon.wait_for_event("frame.failed", count=2)  # fail-count 1 -> fails once more
+    scope.cli("retry", "--failed")
+    daemon.wait_for_event("pipeline.finished", count=3)
+    daemon.stop()
+    assert json.loads(scope.cli("status", "--json").stdout)["counts"]["done"] == 1
+
+
+def test_a_hanging_command_is_killed_at_the_timeout_with_its_whole_group(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("hang")
+    scope.update(pipeline={"timeout": 1, "retries": 0})
+    daemon = start(scope, daemons)
+    frame(scope, "hang.fit")
+    failed = daemon.wait_for_event("frame.failed", timeout=30)
+    assert "timeout" in failed[0]["reason"]
+    child = int((scope.records / "hang-child.pid").read_text())
+    wait_for(lambda: not _alive(child), timeout=10)
+    daemon.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie already killed counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def test_a_grandchild_holding_stdout_does_not_hang_the_daemon(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("grandchild")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    frame(scope, "b.fit")
+    finished = daemon.wait_for_event("pipeline.finished", count=2, timeout=30)
+    assert all(entry["exit_code"] == 0 for entry in finished)
+    assert daemon.stop() == 0
+
+
+def test_an_output_flood_is_capped(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.behave("flood")
+    daemon = start(scope, daemons)
+    frame(scope, "loud.fit")
+    finished = daemon.wait_for_event("pipeline.finished", timeout=60)
+    assert finished[0]["exit_code"] == 0
+    assert daemon.events("pipeline.output_truncated")[0]["dropped_bytes"] > 40_000_000
+    assert len(daemon.events("pipeline.output")) <= 70
+    assert daemon.log_path.stat().st_size < 2_000_000
+    daemon.stop()
+
+
+def test_a_missing_command_fails_each_frame_clearly(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.update(pipeline={"command": ["/nonexistent/photometry", "{path}"], "retries": 0})
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    failed = daemon.wait_for_event("frame.failed")
+    assert failed[0]["reason"] == "command not found: /nonexistent/photometry"
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+    check = scope.cli("check-config")
+    assert check.returncode == 1
+    assert "pipeline.command: /nonexistent/photometry" in check.stderr
+
+
+def test_two_daemons_on_one_ledger(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    daemon = start(scope, daemons)
+    second = scope.cli("run")
+    assert second.returncode == 1
+    assert "in use by another seestar-watch" in second.stderr
+    assert f"pid {daemon.process.pid}" in second.stderr
+    daemon.stop()
+
+
+def test_a_corrupt_ledger_is_reported_and_never_recreated(scope: Scope) -> None:
+    scope.ledger.parent.mkdir(parents=True)
+    scope.ledger.write_bytes(b"this is not sqlite" * 100)
+    result = scope.cli("run", "--once")
+    assert result.returncode == 1
+    assert "unreadable or corrupt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert scope.ledger.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_sigterm_lets_the_running_command_finish_within_the_grace(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:1.5")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    frame(scope, "b.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert (scope.records / "slow-finished").read_text() == "x\n"
+    assert len(scope.runs()) == 1  # no new work after the signal
+    counts = json.loads(scope.cli("status", "--json").stdout)["counts"]
+    assert counts["done"] == 1 and counts["pending"] == 1  # b waits for the next start
+
+
+def test_past_the_grace_the_command_is_stopped_and_its_frame_stays_pending(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:60")
+    scope.update(pipeline={"shutdown_grace": 0.5})
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    assert daemon.stop(signal.SIGINT) == 0
+    counts = json.loads(scope.cli("status", "--json").stdout)["counts"]
+    assert counts["pending"] == 1 and counts["failed"] == 0
+    assert not (scope.records / "slow-finished").exists()
+
+
+def test_the_archive_copy_is_exact_and_the_source_untouched(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    daemon = start(scope, daemons)
+    content = frame_bytes(real_header())
+    path = frame(scope, "Light_M 94.fit", content)
+    before = path.stat()
+    wait_for(scope.runs)
+    daemon.stop()
+    copy = scope.archive / "M 42_sub" / "Light_M 94.fit"
+    assert copy.read_bytes() == content
+    assert path.read_bytes() == content
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (
+        before.st_mtime_ns,
+        before.st_size,
+        before.st_ino,
+    )
+    assert scope.runs()[0]["path"] == str(copy)
+    assert not [p for p in copy.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_without_archive_the_command_gets_the_share_path(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.update(archive={"enabled": False})
+    daemon = start(scope, daemons)
+    path = frame(scope, "direct.fit")
+    wait_for(scope.runs)
+    daemon.stop()
+    run = scope.runs()[0]
+    assert run["argv"] == [str(path)] and run["path"] == str(path) == run["source"]
+    assert not scope.archive.exists()
+
+
+def test_the_event_reaches_the_command_on_stdin_and_in_the_environment(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.update(pipeline={"env": {**scope.settings["pipeline"]["env"], "EXTRA_SETTING": "42"}})
+    daemon = start(scope, daemons)
+    path = frame(scope, "Light_M 94.fit", frame_bytes(real_header()))
+    wait_for(scope.runs)
+    daemon.stop()
+    run = scope.runs()[0]
+    event = json.loads(run["stdin"])
+    assert event == json.loads(run["event"])
+    assert set(event) == {"path", "source", "relpath", "header", "size_kb"}
+    assert event["source"] == str(path) and event["relpath"] == "M 42_sub/Light_M 94.fit"
+    assert event["header"]["OBJECT"] == "M 94" and event["header"]["NAXIS1"] == 1080
+    assert event["size_kb"] == pytest.approx(4_152_960 / 1024)
+    assert run["extra"] == "42"
+
+
+def test_notify_socket_and_watchdog_variables_do_not_reach_the_command(
+    scope: Scope, daemons: list[DaemonProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    wait_for(scope.runs)
+    daemon.stop()
+    assert scope.runs()[0]["leaked"] == []
+
+
+def test_broken_and_ignored_files(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.update(image_watcher={"ignore": ["Stacked_*", "DSO_Stacked_*"]})
+    daemon = start(scope, daemons)
+    frame(scope, "Stacked_30_M 42.fit")
+    frame(scope, "broken.fit", b"not a fits file\n" * 100)
+    good = frame(scope, "good.fit")
+    rejected = daemon.wait_for_event("frame.rejected")
+    wait_for(scope.runs)
+    daemon.wait_for_event("scan.finished", count=3)
+    daemon.stop()
+    assert scope.run_sources() == [str(good)]
+    assert "not a FITS file" in rejected[0]["reason"]
+    counts = json.loads(scope.cli("status", "--json").stdout)["counts"]
+    assert counts["rejected"] == 1 and counts["done"] == 1
+
+
+def test_status_json_schema(scope: Scope) -> None:
+    scope.update(state={"process_existing": True})
+    frame(scope, "a.fit")
+    assert scope.cli("run", "--once").returncode == 0
+    status = json.loads(scope.cli("status", "--json", "--limit", "5").stdout)
+    assert set(status["counts"]) == {"pending", "running", "done", "failed", "rejected", "skipped"}
+    assert status["counts"]["done"] == 1
+    (entry,) = status["frames"]
+    assert {"source", "state", "attempts", "exit_code", "updated_at"} <= set(entry)
+    assert entry["source"] == str(scope.share / "M 42_sub" / "a.fit")
+    assert entry["state"] == "done" and entry["attempts"] == 1 and entry["exit_code"] == 0
+    text = scope.cli("status")
+    assert text.returncode == 0 and "done 1" in text.stdout
+
+
+def test_status_before_any_run(scope: Scope) -> None:
+    result = scope.cli("status", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["frames"] == []
+
+
+def test_run_once_exit_codes(scope: Scope) -> None:
+    scope.update(state={"process_existing": True}, pipeline={"retries": 1})
+    frame(scope, "a.fit")
+    assert scope.cli("run", "--once").returncode == 0
+    scope.behave("fail")
+    frame(scope, "b.fit")
+    result = scope.cli("run", "--once")
+    assert result.returncode == 1
+    assert len(scope.runs()) == 3
+
+
+def test_process_runs_now_and_force_reruns(scope: Scope) -> None:
+    path = frame(scope, "manual.fit")
+    result = scope.cli("process", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("done")
+    again = scope.cli("process", str(path))
+    assert again.returncode == 1 and "already done" in again.stdout
+    forced = scope.cli("process", str(path), "--force")
+    assert forced.returncode == 0
+    assert scope.run_sources() == [str(path), str(path)]
+
+
+def test_process_refuses_files_outside_the_watch_path(scope: Scope, tmp_path: Path) -> None:
+    outside = write_frame(tmp_path / "elsewhere.fit")
+    result = scope.cli("process", str(outside))
+    assert result.returncode == 1
+    assert "not inside image_watcher.watch_path" in result.stderr
+
+
+def test_disabled_watcher_says_so_and_exits_1(scope: Scope) -> None:
+    scope.update(image_watcher={"enabled": False})
+    result = scope.cli("run")
+    assert result.returncode == 1
+    assert "image_watcher.enabled is false" in result.stderr
+
+
+def test_ledger_rows_and_pragmas(scope: Scope) -> None:
+    scope.update(state={"process_existing": True})
+    frame(scope, "a.fit")
+    assert scope.cli("run", "--once").returncode == 0
+    db = sqlite3.connect(scope.ledger)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    row: Any = db.execute(
+        "SELECT relpath, state, attempts, exit_code, archived FROM frames"
+    ).fetchone()
+    assert row == (
+        b"M 42_sub/a.fit",
+        "done",
+        1,
+        0,
+        os.fsencode(scope.archive / "M 42_sub" / "a.fit"),
+    )

@@ -1,0 +1,135 @@
+"""The ledger on real SQLite files: versions, queue order, recovery, locking, corruption."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from seestar_watch.ledger import InstanceLock, Ledger, LedgerError, Version
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    opened = Ledger.open(tmp_path / "state" / "ledger.sqlite3")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def v(name: bytes, size: int = 100, mtime: int = 1) -> Version:
+    return Version(name, size, mtime)
+
+
+def test_created_with_wal_full_sync_and_a_schema_version(ledger: Ledger) -> None:
+    db = sqlite3.connect(ledger.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_any_bytes_round_trip_as_a_path(ledger: Ledger) -> None:
+    name = b"M 42_sub/caf\xe9\xff\n$(x).fit"
+    assert ledger.add_pending(v(name), {"OBJECT": "M 42"})
+    frame = ledger.claim_next()
+    assert frame is not None and frame.version.relpath == name
+    assert frame.header == {"OBJECT": "M 42"} and frame.attempts == 1
+
+
+def test_a_version_is_recorded_once_and_a_new_version_is_new(ledger: Ledger) -> None:
+    assert ledger.add_pending(v(b"a.fit"), {})
+    assert not ledger.add_pending(v(b"a.fit"), {})
+    assert ledger.add_pending(v(b"a.fit", size=200), {})
+    assert ledger.add_pending(v(b"a.fit", mtime=2), {})
+    assert ledger.counts()["pending"] == 3
+
+
+def test_frames_are_claimed_in_arrival_order_and_retries_wait(ledger: Ledger) -> None:
+    for name in (b"1.fit", b"2.fit", b"3.fit"):
+        ledger.add_pending(v(name), {})
+    first = ledger.claim_next()
+    assert first is not None and first.version.relpath == b"1.fit"
+    ledger.retry_later(first.id, 60, exit_code=1, duration=0.1, reason="exit code 1")
+    claimed = [ledger.claim_next(), ledger.claim_next(), ledger.claim_next()]
+    assert [f.version.relpath if f else None for f in claimed] == [b"2.fit", b"3.fit", None]
+    due = ledger.seconds_until_due()
+    assert due is not None and 55 < due <= 60
+
+
+def test_running_rows_go_back_to_pending_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger.open(path)
+    ledger.add_pending(v(b"a.fit"), {})
+    assert ledger.claim_next() is not None
+    ledger._db.close()  # as if killed: no cleanup
+    again = Ledger.open(path)
+    assert again.recover_running() == 1
+    frame = again.claim_next()
+    assert frame is not None and frame.attempts == 2
+
+
+def test_release_does_not_count_the_interrupted_attempt(ledger: Ledger) -> None:
+    ledger.add_pending(v(b"a.fit"), {})
+    frame = ledger.claim_next()
+    assert frame is not None
+    ledger.release(frame.id)
+    again = ledger.claim_next()
+    assert again is not None and again.attempts == 1
+
+
+def test_retry_failed_all_or_by_path(ledger: Ledger) -> None:
+    for name in (b"a.fit", b"b.fit"):
+        ledger.add_pending(v(name), {})
+        frame = ledger.claim_next()
+        assert frame is not None
+        ledger.finish(frame.id, "failed", exit_code=1)
+    assert ledger.retry_failed([b"b.fit", b"nothing.fit"]) == 1
+    assert ledger.retry_failed() == 1
+    assert ledger.counts()["pending"] == 2
+
+
+def test_baseline_only_once(ledger: Ledger) -> None:
+    assert ledger.is_new()
+    assert ledger.record_baseline([v(b"old.fit")]) == 1
+    assert not ledger.is_new()
+    assert ledger.counts()["skipped"] == 1
+
+
+def test_a_corrupt_ledger_is_an_error_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(LedgerError, match="unreadable or corrupt"):
+        Ledger.open(path)
+    assert path.read_bytes() == b"garbage" * 1000
+
+
+def test_a_foreign_or_newer_database_is_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.sqlite3"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)")
+    with pytest.raises(LedgerError, match="not a seestar-watch ledger"):
+        Ledger.open(foreign)
+    newer = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(newer)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(LedgerError, match="newer seestar-watch"):
+        Ledger.open(newer)
+
+
+def test_the_lock_admits_one_holder(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    first, second = InstanceLock(path), InstanceLock(path)
+    first.acquire()
+    with pytest.raises(LedgerError, match="in use by another seestar-watch"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_readonly_open_reads_while_a_writer_holds_it(ledger: Ledger) -> None:
+    ledger.add_pending(v(b"a.fit"), {})
+    reader = Ledger.open(ledger.path, readonly=True)
+    assert reader.counts()["pending"] == 1
+    assert reader.recent(5)[0]["relpath"] == b"a.fit"
+    reader.close()

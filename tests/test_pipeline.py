@@ -1,0 +1,182 @@
+"""The command runner on real subprocesses: argv, stdin, timeouts, groups, output limits."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from seestar_watch.config import parse_config
+from seestar_watch.errors import ConfigError
+from seestar_watch.pipeline import (
+    RunResult,
+    child_environment,
+    command_problem,
+    event_json,
+    run_command,
+)
+from seestar_watch.placeholders import expand, unknown_placeholders
+
+
+def run(
+    code: str,
+    *,
+    timeout: float = 10,
+    stdin: bytes = b"",
+    abort: bool = False,
+    limit: int = 64 * 1024,
+) -> tuple[RunResult, list[tuple[str, str]]]:
+    lines: list[tuple[str, str]] = []
+    result = run_command(
+        [sys.executable, "-c", code],
+        stdin_data=stdin,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=timeout,
+        should_abort=lambda: abort,
+        on_line=lambda stream, line: lines.append((stream, line)),
+        output_limit=limit,
+    )
+    return result, lines
+
+
+def test_exit_code_and_output_lines_per_stream() -> None:
+    result, lines = run("import sys; print('a'); print('b', file=sys.stderr); sys.exit(7)")
+    assert result.outcome == "exited" and result.exit_code == 7 and not result.succeeded
+    assert sorted(lines) == [("stderr", "b"), ("stdout", "a")]
+
+
+def test_stdin_larger_than_a_pipe_buffer_is_delivered_whole() -> None:
+    payload = json.dumps({"header": {f"K{i}": "x" * 70 for i in range(3000)}}).encode()
+    result, lines = run(
+        "import sys; data = sys.stdin.buffer.read(); print(len(data))", stdin=payload
+    )
+    assert result.succeeded
+    assert lines == [("stdout", str(len(payload)))]
+
+
+def test_a_command_that_ignores_stdin_is_fine() -> None:
+    result, _ = run("pass", stdin=b"x" * 1_000_000)
+    assert result.succeeded
+
+
+def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+        "time.sleep(600)\n"
+    )
+    started = time.monotonic()
+    result, _ = run(code, timeout=1.0)
+    assert result.outcome == "timeout"
+    assert time.monotonic() - started < 10
+    child = int(pidfile.read_text())
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+def test_sigterm_ignored_then_sigkill() -> None:
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"
+    result, _ = run(code, timeout=1.0)
+    assert result.outcome == "timeout" and result.exit_code == -9
+
+
+def test_a_grandchild_keeping_stdout_open_does_not_hold_the_run() -> None:
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " stdout=sys.stdout)\nprint('done')"
+    )
+    started = time.monotonic()
+    result, lines = run(code, timeout=60)
+    assert result.succeeded and ("stdout", "done") in lines
+    assert time.monotonic() - started < 10
+
+
+def test_output_beyond_the_limit_is_read_and_dropped() -> None:
+    result, lines = run("import sys\nfor _ in range(20000): print('y' * 99)", limit=10_000)
+    assert result.succeeded
+    assert sum(len(line) + 1 for _, line in lines) <= 10_100
+    assert result.dropped_bytes >= 2_000_000 - 10_000
+
+
+def test_a_line_without_newline_is_still_logged() -> None:
+    _, lines = run("import sys; sys.stdout.write('partial')")
+    assert lines == [("stdout", "partial")]
+
+
+def test_abort_stops_the_command() -> None:
+    result, _ = run("import time; time.sleep(600)", abort=True)
+    assert result.outcome == "aborted"
+
+
+def test_missing_and_non_executable_commands(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    missing = run_command(
+        ["/nonexistent/cmd"],
+        stdin_data=b"",
+        env={},
+        timeout=5,
+        should_abort=lambda: False,
+        on_line=lambda stream, line: None,
+    )
+    assert (
+        missing.outcome == "not_started" and missing.error == "command not found: /nonexistent/cmd"
+    )
+    denied = run_command(
+        [str(script)],
+        stdin_data=b"",
+        env={},
+        timeout=5,
+        should_abort=lambda: False,
+        on_line=lambda stream, line: None,
+    )
+    assert denied.outcome == "not_started" and "not executable" in denied.error
+    assert command_problem("/nonexistent/cmd") == "/nonexistent/cmd: no such file"
+    assert "not executable" in (command_problem(str(script)) or "")
+    assert "not found on PATH" in (command_problem("no-such-program-xyz") or "")
+    assert command_problem("python3") is None
+
+
+def test_event_json_is_strict_json_even_with_infinite_values() -> None:
+    text = event_json({"path": "/a/caf\udce9.fit", "header": {"EXPTIME": math.inf, "X": 1.5}})
+    event = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert event["header"] == {"EXPTIME": "inf", "X": 1.5}
+    assert text.isascii()
+
+
+def test_child_environment_scrubs_systemd_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "@x")
+    monkeypatch.setenv("WATCHDOG_USEC", "1")
+    env = child_environment({"EXTRA": "1"}, {"path": "/p", "source": "/s", "header": {}})
+    assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
+    assert env["EXTRA"] == "1" and env["SEESTAR_WATCH_PATH"] == "/p"
+    assert json.loads(env["SEESTAR_WATCH_EVENT"])["source"] == "/s"
+
+
+VALUES = {
+    "path": "/archive/M 42_sub/$(x).fit",
+    "source": "/share/x.fit",
+    "name": "-x.fit",
+    "stem": "-x",
+    "relpath": "M 42_sub/-x.fit",
+    "size_kb": "4055.6",
+}
+
+
+def test_placeholders_are_replaced_inside_each_argument_only() -> None:
+    argv = expand(["tool", "--in={path}", "{stem}_out.csv", "{{literal}}", "{size_kb}"], VALUES)
+    assert argv == ["tool", "--in=/archive/M 42_sub/$(x).fit", "-x_out.csv", "{literal}", "4055.6"]
+
+
+def test_unknown_placeholders_are_config_errors() -> None:
+    assert unknown_placeholders(["a", "{path}", "{nme}", "{{ok}}", "{0}"]) == {"{nme}", "{0}"}
+    raw = {"image_watcher": {"watch_path": "/x"}, "pipeline": {"command": ["a", "{file}"]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("c.yaml"))
+    assert caught.value.problems[0].startswith("pipeline.command: unknown placeholder {file}")
