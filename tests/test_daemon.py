@@ -485,3 +485,46 @@ def test_ledger_rows_and_pragmas(scope: Scope) -> None:
         0,
         os.fsencode(scope.archive / "M 42_sub" / "a.fit"),
     )
+
+
+def test_a_second_ctrl_c_stops_at_once(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.behave("slow:60")
+    scope.update(pipeline={"shutdown_grace": 60})
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    wait_for(lambda: len(scope.runs()) == 1)
+    daemon.process.send_signal(signal.SIGINT)
+    daemon.wait_for_event("daemon.stopping")
+    assert daemon.stop(signal.SIGINT, timeout=15) == 0
+    stopped = daemon.events("daemon.stopped")[0]
+    assert stopped["stuck_threads"] is None  # no thread left behind
+    assert json.loads(scope.cli("status", "--json").stdout)["counts"]["pending"] == 1
+
+
+def test_more_workers_run_frames_at_once(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.behave("slow:2")
+    scope.update(pipeline={"workers": 2})
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    frame(scope, "b.fit")
+    wait_for(lambda: len(scope.runs()) == 2, timeout=10)
+    first, second = (run["started"] for run in scope.runs())
+    assert abs(second - first) < 1.5  # the second started while the first still ran
+    daemon.stop()
+
+
+def test_a_bug_is_exit_3_with_one_line_and_a_logged_traceback(
+    scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from seestar_watch.cli import cli
+    from seestar_watch.daemon import Daemon
+
+    def broken(self: Daemon, *, once: bool = False) -> int:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Daemon, "run", broken)
+    result = CliRunner().invoke(cli, ["run", "-c", str(scope.config_path)])
+    assert result.exit_code == 3
+    assert "internal error: RuntimeError: simulated bug (this is a bug)" in result.output
