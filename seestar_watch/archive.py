@@ -16,7 +16,7 @@ import stat
 import threading
 from pathlib import Path
 
-from seestar_watch.fitsheader import SHARE_ERRNOS
+from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.ledger import Version
 
 CHUNK = 1 << 20

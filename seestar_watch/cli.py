@@ -89,6 +89,35 @@ def check_config(config_path: Path | None) -> None:
     click.echo("config ok")
 
 
+@cli.command("check-mount")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for the share to answer.",
+)
+@reports_errors
+def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None:
+    """Is the share ready? Mount state, answers, frames seen, and the fix for each problem.
+
+    Exits 0 when ready, 1 when not; answers within the timeout even if the share hangs.
+    """
+    config = load(config_path)
+    from seestar_watch.mountcheck import check_mount_isolated, render
+
+    report = check_mount_isolated(config.image_watcher, timeout)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=True))
+    else:
+        click.echo(render(report))
+    sys.exit(0 if report.ready else 1)
+
+
 @cli.command("run")
 @config_option
 @click.option("--once", is_flag=True, help="Catch up, run everything pending, then exit.")
@@ -97,8 +126,11 @@ def check_config(config_path: Path | None) -> None:
     is_flag=True,
     help="On a first start, run the frames already there instead of skipping them.",
 )
+@click.option(
+    "--no-wait", is_flag=True, help="Exit 1 if the share is not there instead of waiting."
+)
 @reports_errors
-def run(config_path: Path | None, once: bool, process_existing: bool) -> None:
+def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: bool) -> None:
     """Watch the share and run the pipeline once for every frame that finishes arriving.
 
     Stops gracefully on SIGTERM or Ctrl-C (a second Ctrl-C stops at once). With --once,
@@ -107,7 +139,8 @@ def run(config_path: Path | None, once: bool, process_existing: bool) -> None:
     config = load(config_path)
     from seestar_watch.daemon import Daemon
 
-    sys.exit(Daemon(config, process_existing=process_existing).run(once=once))
+    daemon = Daemon(config, process_existing=process_existing, wait_for_share=not no_wait)
+    sys.exit(daemon.run(once=once))
 
 
 @cli.command("process")

@@ -159,6 +159,8 @@ class WatcherConfig:
     poll_interval: float = setting(number(0, above=True), 2.0)
     rescan_interval: float = setting(number(0), 60.0)
     ignore: tuple[str, ...] = setting(string_list, ())
+    mount_point: Path | None = setting(optional_path, None)
+    mount_retry: float = setting(number(0, above=True), 10.0)
 
 
 @dataclass(frozen=True)
@@ -274,9 +276,26 @@ def parse_config(raw: Any, source: Path) -> Config:
             sections[name] = _section(cls, raw[name], name, problems)
         elif name in REQUIRED_SECTIONS:
             problems.append(f"{name}: required section is missing")
+    watcher = sections.get("image_watcher")
+    if watcher is not None and watcher.mount_point is not None:
+        problems += _mount_point_problems(watcher)
     if problems:
         raise ConfigError(str(source), problems)
     return Config(source=source, **sections)
+
+
+def _mount_point_problems(watcher: WatcherConfig) -> list[str]:
+    """watch_path must lie inside mount_point, or an unmounted share goes unnoticed."""
+    assert watcher.mount_point is not None
+    point = os.path.normpath(os.path.abspath(watcher.mount_point))
+    watched = os.path.normpath(os.path.abspath(watcher.watch_path))
+    if os.path.commonpath([point, watched]) == point:
+        return []
+    return [
+        f"image_watcher.watch_path: {watched} is not inside image_watcher.mount_point ({point});"
+        " the watched folder must be on the mounted share (e.g. mount_point: /mnt/seestar,"
+        " watch_path: /mnt/seestar/MyWorks)"
+    ]
 
 
 def load_config(path: Path) -> Config:

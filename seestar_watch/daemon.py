@@ -27,6 +27,7 @@ from seestar_watch.fitsheader import HeaderRead, Status, read_header
 from seestar_watch.ledger import InstanceLock, Ledger, Version
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.scan import frame_filter, list_frames, version_of
+from seestar_watch.share import ShareSupervisor
 from seestar_watch.watcher import ImageWatcher
 from seestar_watch.worker import FrameProcessor
 
@@ -81,9 +82,12 @@ class _LedgerWatcher(ImageWatcher):
 
 
 class Daemon:
-    def __init__(self, config: Config, *, process_existing: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, process_existing: bool = False, wait_for_share: bool = True
+    ) -> None:
         self.config = config
         self.process_existing = process_existing or config.state.process_existing
+        self.wait_for_share = wait_for_share
         self.root = str(config.image_watcher.watch_path.absolute())
         self.failed = 0  # frames that ended `failed` during this run
         self._wanted = frame_filter(config.image_watcher.ignore)
@@ -91,6 +95,13 @@ class Daemon:
         self._force = threading.Event()
         self._stopping_since: float | None = None
         self._work = threading.Condition()
+        self._rescan_now = threading.Event()
+        self.share = ShareSupervisor(
+            config.image_watcher, self._stop, self._share_up, self._share_down
+        )
+        self._watcher: ImageWatcher | None = None
+        self._ledger: Ledger | None = None
+        self._started = False  # baseline taken (or not needed) since the share first appeared
 
     # -- control -------------------------------------------------------------
 
@@ -98,6 +109,7 @@ class Daemon:
         if self._stopping_since is None:
             self._stopping_since = time.monotonic()
         self._stop.set()
+        self._rescan_now.set()
         if force:
             self._force.set()
 
@@ -147,21 +159,24 @@ class Daemon:
                     frames=recovered,
                     note="left running by a daemon that did not stop cleanly",
                 )
-            self._require_watch_path()
-            self._baseline_or_continue(ledger)
+            if once or not self.wait_for_share:
+                self._require_share()
             if once:
+                self._baseline_or_continue(ledger)
                 return self._run_once(ledger)
             self._run_forever(ledger)
         return 0
 
-    def _require_watch_path(self) -> None:
-        if not os.path.isdir(self.root):
+    def _require_share(self) -> None:
+        state = self.share.check()
+        if not state.is_available:
             raise UserError(
-                f"image_watcher.watch_path {self.root} is not a folder that exists:"
-                " mount the share or fix the path in " + str(self.config.source)
+                f"the share is not available: {state.reason}; `seestar-watch check-mount`"
+                " says how to mount it (or run without --no-wait to wait for it)"
             )
 
     def _baseline_or_continue(self, ledger: Ledger) -> None:
+        """First start: record what is there as skipped (or process it). Raises OSError."""
         if not ledger.is_new():
             return
         if self.process_existing:
@@ -186,20 +201,9 @@ class Daemon:
         )
 
     def _run_forever(self, ledger: Ledger) -> None:
-        options = self.config.image_watcher
-        watcher = _LedgerWatcher(
-            self,
-            ledger,
-            debounce_delay=options.debounce_delay,
-            recursive=options.recursive,
-            observer=options.observer,
-            poll_interval=options.poll_interval,
-            ignore=options.ignore,
-        )
-        if not watcher.start():
-            raise UserError(f"cannot watch {self.root} (see the log line above)")
-        threads = [self._thread("rescan", self._rescan_loop, ledger, watcher)]
-        processor = FrameProcessor(self.config, ledger, self.should_abort)
+        self._ledger = ledger
+        threads = [self._thread("share", self.share.run), self._thread("rescan", self._rescan_loop)]
+        processor = FrameProcessor(self.config, ledger, self.should_abort, self.share_answers)
         threads += [
             self._thread(f"worker-{n}", self._work_loop, ledger, processor)
             for n in range(1, self.config.pipeline.workers + 1)
@@ -207,19 +211,57 @@ class Daemon:
         log.info(
             "daemon.started",
             watch_path=self.root,
-            observer=watcher.observer_used,
             workers=self.config.pipeline.workers,
             ledger=str(ledger.path),
         )
         while not self._stop.wait(1.0):
             pass
-        self._shutdown(watcher, threads)
+        self._shutdown(threads)
 
-    def _shutdown(self, watcher: ImageWatcher, threads: list[threading.Thread]) -> None:
+    def share_answers(self) -> bool:
+        """A fresh, bounded look: is the share there right now?"""
+        answers = self.share.check().is_available
+        if not answers:
+            self.share.poke()
+        return answers
+
+    def _share_up(self, state: Any) -> None:
+        """On the share thread: the share (re)appeared. Baseline once, then watch and rescan."""
+        assert self._ledger is not None
+        if not self._started:
+            try:
+                self._baseline_or_continue(self._ledger)
+            except OSError as exc:
+                log.warning("scan.failed", path=self.root, error=str(exc))
+                self.share.poke()
+                return
+            self._started = True
+        options = self.config.image_watcher
+        watcher = _LedgerWatcher(
+            self,
+            self._ledger,
+            debounce_delay=options.debounce_delay,
+            recursive=options.recursive,
+            observer=options.observer,
+            poll_interval=options.poll_interval,
+            ignore=options.ignore,
+        )
+        if watcher.start():  # a fresh watch: native watches die with an unmount (watchdog #420)
+            self._watcher = watcher
+        self._rescan_now.set()
+        with self._work:
+            self._work.notify_all()
+
+    def _share_down(self, state: Any) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop(timeout=5.0)
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
         log.info("daemon.stopping", grace_s=self.config.pipeline.shutdown_grace)
         # 1. no new events or settles; 2. no new work (workers see the stop flag);
         # 3. a running command gets the grace, then its group is stopped.
-        watcher.stop(timeout=5.0)
+        self._share_down(None)
         with self._work:
             self._work.notify_all()
         limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
@@ -249,12 +291,15 @@ class Daemon:
             with self._work:
                 self._work.notify()
 
-    def _rescan_loop(self, ledger: Ledger, watcher: ImageWatcher) -> None:
+    def _rescan_loop(self) -> None:
         interval = self.config.image_watcher.rescan_interval
         while not self._stop.is_set():
-            self._catch_up(ledger, watcher)
-            if not interval or self._stop.wait(interval):
-                return
+            self._rescan_now.wait(interval or None)
+            self._rescan_now.clear()
+            watcher = self._watcher
+            if watcher is not None and self.share.available and not self._stop.is_set():
+                assert self._ledger is not None
+                self._catch_up(self._ledger, watcher)
 
     def _catch_up(self, ledger: Ledger, watcher: ImageWatcher) -> None:
         started, seen, new = time.monotonic(), 0, 0
@@ -266,6 +311,7 @@ class Daemon:
                     new += 1
         except OSError as exc:
             log.warning("scan.failed", path=self.root, error=str(exc))
+            self.share.poke()
             return
         log.debug(
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
@@ -273,7 +319,7 @@ class Daemon:
 
     def _work_loop(self, ledger: Ledger, processor: FrameProcessor) -> None:
         while not self._stop.is_set():
-            frame = ledger.claim_next()
+            frame = ledger.claim_next() if self.share.available else None
             if frame is None:
                 due = ledger.seconds_until_due()
                 with self._work:
@@ -305,11 +351,12 @@ class Daemon:
                 self.record(ledger, version_of(self.root, path, *header.identity[2:]), header)
             elif header.status is Status.INCOMPLETE:
                 log.info("frame.incomplete", frame=path, reason=header.reason, note="next run")
-        processor = FrameProcessor(self.config, ledger, self.should_abort)
+        processor = FrameProcessor(self.config, ledger, self.should_abort, self.share_answers)
         while not self._stop.is_set():
             frame = ledger.claim_next()
             if frame is not None:
-                self._process(processor, frame)
+                if self._process(processor, frame) == "postponed":
+                    raise UserError("the share went away; the frames left are still pending")
                 continue
             due = ledger.seconds_until_due()
             if due is None:

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_USER = 1  # bad config, lock held, ledger unreadable, share missing
 EXIT_USAGE = 2  # bad command line (click's own code)
 EXIT_INTERNAL = 3  # a bug: traceback logged, one line printed
+
+# A share that went away answers with these; they never mean "the file is gone or bad".
+SHARE_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.ESTALE,
+        errno.ENODEV,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+    }
+)
 
 
 class UserError(Exception):

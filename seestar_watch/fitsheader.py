@@ -25,27 +25,13 @@ from typing import Any
 
 from astropy.io import fits
 
+from seestar_watch.errors import SHARE_ERRNOS
+
 BLOCK = 2880
 CARD = 80
 MAX_HEADER_BLOCKS = 36  # 1,296 cards; a Seestar sub has 2 blocks
 STRIPPED_KEYWORDS = frozenset({"COMMENT", "HISTORY", ""})
 VALID_BITPIX = frozenset({8, 16, 32, 64, -32, -64})
-# A share that went away answers with these; they never mean "the file is bad".
-SHARE_ERRNOS = frozenset(
-    {
-        errno.EIO,
-        errno.EHOSTDOWN,
-        errno.EHOSTUNREACH,
-        errno.ETIMEDOUT,
-        errno.ENOTCONN,
-        errno.ESTALE,
-        errno.ENODEV,
-        errno.ENETDOWN,
-        errno.ENETUNREACH,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-    }
-)
 COMPRESSION_MAGIC = {
     b"\x1f\x8b": "gzip",
     b"BZh": "bzip2",

@@ -50,7 +50,7 @@ def process_paths(
                 outcomes[shown] = outcome
             else:
                 queued[frame_id] = shown
-        processor = FrameProcessor(config, ledger, daemon.should_abort)
+        processor = FrameProcessor(config, ledger, daemon.should_abort, daemon.share_answers)
         for frame_id in progress(list(queued)):
             outcomes[queued[frame_id]] = _run_until_settled(ledger, processor, frame_id, daemon)
     return outcomes

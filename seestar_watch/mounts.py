@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from seestar_watch.config import ObserverKind
+
 MOUNTINFO = "/proc/self/mountinfo"
 
 # Filesystems where another machine writes the files: the local kernel sees no
@@ -127,3 +129,16 @@ def mount_containing(path: str, mounts: Iterable[Mount]) -> Mount | None:
         if inside and (best is None or len(point) >= len(os.path.normpath(best.mount_point))):
             best = mount
     return best
+
+
+def choose_observer(kind: ObserverKind, path: str, mounts: list[Mount]) -> tuple[str, str]:
+    """("native" | "polling", why) for `path`, which must already be a resolved absolute path."""
+    if kind != "auto":
+        return kind, "configured"
+    mount = mount_containing(path, mounts)
+    if mount is None:
+        return "native", "no mount table entry found for the path; assuming a local disk"
+    where = f"{mount.mount_point} is {mount.fstype} ({mount.source})"
+    if mount.is_network:
+        return "polling", f"{where}: native events never report what another machine writes"
+    return "native", f"{where}: a local filesystem"

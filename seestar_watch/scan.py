@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
+from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.ledger import Version
 
 FITS_SUFFIXES = (".fits", ".fit")
@@ -36,7 +37,8 @@ def list_frames(
 ) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of every regular file under `root` whose name is wanted.
 
-    An unreadable sub-folder is skipped; an unreadable root raises OSError.
+    A sub-folder that vanished or cannot be read is skipped; an unreadable root, or an
+    I/O error from the share anywhere, raises OSError (a partial listing is not the truth).
     """
     folders = [root]
     while folders:
@@ -44,8 +46,8 @@ def list_frames(
         try:
             with os.scandir(folder) as entries:
                 found = list(entries)
-        except OSError:
-            if folder == root:
+        except OSError as exc:
+            if folder == root or exc.errno in SHARE_ERRNOS:
                 raise
             continue
         for entry in found:

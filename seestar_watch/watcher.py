@@ -32,8 +32,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from seestar_watch.config import ObserverKind
-from seestar_watch.fitsheader import SHARE_ERRNOS, HeaderRead, Status, read_header
-from seestar_watch.mounts import Mount, mount_containing, read_mount_table
+from seestar_watch.errors import SHARE_ERRNOS
+from seestar_watch.fitsheader import HeaderRead, Status, read_header
+from seestar_watch.mounts import choose_observer, read_mount_table
 from seestar_watch.scan import frame_filter, is_fits_name
 from seestar_watch.settle import Settler
 
@@ -51,19 +52,6 @@ def fits_and_folders(path: str | None) -> Iterator[os.DirEntry[str]]:
     with os.scandir(path) as entries:
         kept = [e for e in entries if e.is_dir(follow_symlinks=False) or is_fits_name(e.name)]
     return iter(kept)
-
-
-def choose_observer(kind: ObserverKind, path: str, mounts: list[Mount]) -> tuple[str, str]:
-    """("native" | "polling", why) for `path`, which must already be a resolved absolute path."""
-    if kind != "auto":
-        return kind, "configured"
-    mount = mount_containing(path, mounts)
-    if mount is None:
-        return "native", "no mount table entry found for the path; assuming a local disk"
-    where = f"{mount.mount_point} is {mount.fstype} ({mount.source})"
-    if mount.is_network:
-        return "polling", f"{where}: native events never report what another machine writes"
-    return "native", f"{where}: a local filesystem"
 
 
 class _Dispatch(FileSystemEventHandler):

@@ -25,27 +25,35 @@ log = structlog.get_logger("seestar_watch.worker")
 
 
 class FrameProcessor:
-    def __init__(self, config: Config, ledger: Ledger, should_abort: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        should_abort: Callable[[], bool],
+        share_ok: Callable[[], bool],
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.should_abort = should_abort
+        self.share_ok = share_ok  # asked before blaming a frame for what may be the share
         self.watch_path = str(config.image_watcher.watch_path.absolute())
 
     def process(self, frame: Frame) -> str:
-        """Run one claimed frame; returns the state it was left in."""
+        """Run one claimed frame; returns the state it was left in ("postponed": the share
+        is unavailable, so the frame is pending again and nothing was held against it)."""
         relpath = os.fsdecode(frame.version.relpath)
         source = os.path.join(self.watch_path, relpath)
         bound = log.bind(frame=relpath)
         try:
             path = self._readable_copy(frame, source, relpath)
+        except ShareUnavailable as exc:
+            return self._postpone(frame, f"share unavailable: {exc}", bound)
         except SourceChanged as exc:
+            if not self.share_ok():  # an unmounted share makes every file look gone
+                return self._postpone(frame, f"share unavailable: {exc}", bound)
             self.ledger.finish(frame.id, "rejected", reason=str(exc))
             bound.warning("frame.rejected", reason=str(exc))
             return "rejected"
-        except ShareUnavailable as exc:
-            self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
-            bound.warning("frame.postponed", reason=f"share unavailable: {exc}")
-            return "pending"
         except ArchiveError as exc:
             return self._failed_attempt(frame, None, None, f"archive: {exc}", bound)
         return self._run_pipeline(frame, path, source, relpath, bound)
@@ -106,8 +114,15 @@ class FrameProcessor:
         if result.succeeded:
             self.ledger.finish(frame.id, "done", exit_code=0, duration=result.duration)
             return "done"
+        if path == source and not self.share_ok():  # it read from the share, which went away
+            return self._postpone(frame, "share unavailable during the run", bound)
         reason = result.error or _describe_failure(result, pipeline.timeout)
         return self._failed_attempt(frame, result.exit_code, result.duration, reason, bound)
+
+    def _postpone(self, frame: Frame, reason: str, bound: Any) -> str:
+        self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
+        bound.warning("frame.postponed", reason=reason)
+        return "postponed"
 
     def _failed_attempt(
         self, frame: Frame, exit_code: int | None, duration: float | None, reason: str, bound: Any

@@ -528,3 +528,11 @@ def test_a_bug_is_exit_3_with_one_line_and_a_logged_traceback(
     result = CliRunner().invoke(cli, ["run", "-c", str(scope.config_path)])
     assert result.exit_code == 3
     assert "internal error: RuntimeError: simulated bug (this is a bug)" in result.output
+
+
+def test_no_wait_exits_1_when_nothing_is_mounted(scope: Scope) -> None:
+    scope.update(image_watcher={"mount_point": str(scope.share.parent)})
+    result = scope.cli("run", "--no-wait")
+    assert result.returncode == 1
+    assert f"nothing is mounted at {scope.share.parent}" in result.stderr
+    assert "check-mount" in result.stderr

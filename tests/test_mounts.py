@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from seestar_watch.mounts import (
+    choose_observer,
     mount_containing,
     mounts_from_partitions,
     parse_mountinfo,
     read_mount_table,
 )
-from seestar_watch.watcher import choose_observer
 from tests.conftest import DATA
 
 LINUX = parse_mountinfo((DATA / "mounts" / "linux-mountinfo.txt").read_text())

@@ -1,0 +1,278 @@
+"""`seestar-watch check-mount`: is my share ready? One answer per check, and the fix.
+
+Everything that touches the share goes through one single-flight prober with an
+overall deadline, so the answer comes within the timeout even from a hung share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from seestar_watch.config import WatcherConfig
+from seestar_watch.mounts import Mount, choose_observer, mount_containing, read_mount_table
+from seestar_watch.scan import frame_filter, list_frames
+from seestar_watch.share import (
+    Availability,
+    ProbeTimeout,
+    SingleFlight,
+    check_share,
+    mount_at,
+)
+
+SHARE = "//seestar.local/EMMC Images"
+CIFS_OPTIONS = (
+    "guest,ro,uid=$(id -u),gid=$(id -g),vers=3.0,soft,echo_interval=10,actimeo=1,nounix,"
+    "_netdev,nofail"
+)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | fail | warning
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class MountReport:
+    watch_path: str
+    checks: list[Check] = field(default_factory=list)
+    mount: dict[str, Any] | None = None
+    latency_ms: float | None = None
+    frames: int | None = None
+    targets: int | None = None
+    observer: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return all(check.status != "fail" for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, **asdict(self)}
+
+
+def guess_mount_point(config: WatcherConfig) -> str:
+    if config.mount_point is not None:
+        return os.path.abspath(config.mount_point)
+    watch = os.path.abspath(config.watch_path)
+    return os.path.dirname(watch) if os.path.basename(watch) == "MyWorks" else watch
+
+
+def mount_command(point: str, system: str = sys.platform) -> str:
+    """The command that mounts the Seestar share read-only at `point` on this OS."""
+    if system == "darwin":
+        return (
+            f"mkdir -p {shlex.quote(point)} && mount_smbfs -o soft,nobrowse"
+            f" '//guest:@seestar.local/EMMC%20Images' {shlex.quote(point)}"
+        )
+    return (
+        f"sudo mkdir -p {shlex.quote(point)} && sudo mount -t cifs '{SHARE}'"
+        f" {shlex.quote(point)} -o {CIFS_OPTIONS}"
+    )
+
+
+def remount_read_only(point: str, system: str = sys.platform) -> str:
+    if system == "darwin":
+        return f"umount {shlex.quote(point)} && " + mount_command(point, system).replace(
+            "-o soft,nobrowse", "-o soft,nobrowse,rdonly"
+        )
+    return f"sudo mount -o remount,ro {shlex.quote(point)}"
+
+
+def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platform) -> MountReport:
+    deadline = time.monotonic() + timeout
+    watch = os.path.abspath(config.watch_path)
+    report = MountReport(watch)
+    point = guess_mount_point(config)
+    mounts = read_mount_table()
+    mount = _check_mounted(report, config, mounts, point, system)
+    if config.mount_point is not None and mount is None:
+        report.checks.append(Check("watch_path", "fail", "not looked at: the share is not mounted"))
+        return report
+    prober = SingleFlight("seestar-watch-check")
+    state = check_share(config, prober, max(0.1, deadline - time.monotonic()))
+    if not state.is_available:
+        report.checks.append(_unavailable(state.availability, state.reason, point, system))
+        return report
+    report.latency_ms = round((state.latency or 0) * 1000, 1)
+    report.checks.append(Check("watch_path", "ok", f"{watch} is a folder"))
+    report.checks.append(Check("answers", "ok", f"listed in {report.latency_ms} ms"))
+    _count(report, config, prober, deadline)
+    kind, why = choose_observer(config.observer, watch, mounts)
+    report.observer = kind
+    report.checks.append(Check("observer", "ok", f"{config.observer} uses {kind}: {why}"))
+    return report
+
+
+def check_mount_isolated(
+    config: WatcherConfig, timeout: float, system: str = sys.platform
+) -> MountReport:
+    """check_mount in a forked child, so that a hung share cannot hold *this* process.
+
+    A thread blocked in a call on a hung FUSE or CIFS mount keeps its whole process
+    alive in the kernel until the call returns, exit or not; a child that is left
+    behind does not delay the answer, nor this process's exit.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer on the pipe, then go (perhaps slowly)
+        os.close(read_end)
+        # let go of the caller's terminal or pipes, or `$(seestar-watch check-mount)` would
+        # wait for this child to finish its hung call
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        try:
+            answer = json.dumps(asdict(check_mount(config, timeout, system)))
+        except BaseException as exc:  # reported by the parent as a failed check
+            answer = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        os.write(write_end, answer.encode() + b"\n")
+        os._exit(0)
+    os.close(write_end)
+    try:
+        line = _read_line(read_end, time.monotonic() + timeout + 0.5)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, os.WNOHANG)
+    return _report_from(line, config, timeout)
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _report_from(line: bytes, config: WatcherConfig, timeout: float) -> MountReport:
+    fields: dict[str, Any] = {"error": f"no answer within {timeout:g} s"}
+    if line.endswith(b"\n"):
+        fields = json.loads(line)
+    if "error" in fields:
+        report = MountReport(os.path.abspath(config.watch_path))
+        report.checks.append(Check("answers", "fail", fields["error"]))
+        return report
+    fields["checks"] = [Check(**check) for check in fields["checks"]]
+    return MountReport(**fields)
+
+
+def _check_mounted(
+    report: MountReport, config: WatcherConfig, mounts: list[Mount], point: str, system: str
+) -> Mount | None:
+    watch = os.path.abspath(config.watch_path)
+    if config.mount_point is not None:
+        mount = mount_at(point, mounts)
+        if mount is None:
+            report.checks.append(
+                Check(
+                    "mounted",
+                    "fail",
+                    f"nothing is mounted at {point}",
+                    mount_command(point, system),
+                )
+            )
+            return None
+    else:
+        mount = mount_containing(watch, mounts)
+    if mount is None:
+        report.checks.append(Check("mounted", "warning", "the mount table could not be read"))
+        return None
+    report.mount = {
+        "mount_point": mount.mount_point,
+        "fstype": mount.fstype,
+        "source": mount.source,
+        "read_only": mount.is_read_only,
+    }
+    where = f"{mount.source} at {mount.mount_point} ({mount.fstype})"
+    if mount.is_network:
+        report.checks.append(Check("mounted", "ok", where))
+    else:
+        report.checks.append(
+            Check(
+                "mounted",
+                "warning",
+                f"{watch} is on a local filesystem: {where}. Is the share mounted? Set"
+                " image_watcher.mount_point so an empty mount-point folder is never watched",
+                mount_command(point, system),
+            )
+        )
+        return mount
+    if mount.is_read_only:
+        report.checks.append(Check("read_only", "ok", "mounted read-only"))
+    else:
+        report.checks.append(
+            Check(
+                "read_only",
+                "warning",
+                "mounted read-write: any tool could write to the telescope",
+                remount_read_only(mount.mount_point, system),
+            )
+        )
+    return mount
+
+
+def _unavailable(availability: Availability, reason: str, point: str, system: str) -> Check:
+    if availability is Availability.MISSING:
+        return Check(
+            "watch_path",
+            "fail",
+            reason,
+            "check image_watcher.watch_path (the Seestar keeps its frames in MyWorks/)"
+            " or mount the share: " + mount_command(point, system),
+        )
+    unmount = "umount" if system == "darwin" else "sudo umount -l"
+    return Check(
+        "answers",
+        "fail",
+        reason,
+        "is the Seestar on and in station mode on your Wi-Fi (ping seestar.local)?"
+        f" Then remount: {unmount} {shlex.quote(point)} && " + mount_command(point, system),
+    )
+
+
+def _count(
+    report: MountReport, config: WatcherConfig, prober: SingleFlight, deadline: float
+) -> None:
+    watch = os.path.abspath(config.watch_path)
+
+    def count() -> tuple[int, int]:
+        frames = list(list_frames(watch, recursive=True, wanted=frame_filter(config.ignore)))
+        folders = {os.path.dirname(path) for path, _ in frames}
+        return len(frames), len(folders)
+
+    try:
+        report.frames, report.targets = prober.call(count, max(0.1, deadline - time.monotonic()))
+    except ProbeTimeout:
+        report.checks.append(Check("readable", "warning", "still counting frames at the timeout"))
+        return
+    except OSError as exc:
+        report.checks.append(Check("readable", "fail", f"listing failed: {exc.strerror or exc}"))
+        return
+    where = "" if config.recursive else " (recursive: false watches only the top folder)"
+    report.checks.append(
+        Check("readable", "ok", f"{report.frames} FITS frames in {report.targets} folders{where}")
+    )
+
+
+def render(report: MountReport) -> str:
+    lines = [f"check-mount: {report.watch_path}"]
+    for check in report.checks:
+        lines.append(f"{check.status:<8}{check.name:<12}{check.detail}")
+        if check.fix and check.status != "ok":
+            lines.append(f"{'':<20}fix: {check.fix}")
+    lines.append("ready" if report.ready else "NOT READY")
+    return "\n".join(lines)
