@@ -213,5 +213,94 @@ def retry(config_path: Path | None, all_failed: bool, paths: tuple[Path, ...]) -
     click.echo(f"{count} failed frame(s) back to pending")
 
 
+@cli.group("service")
+def service() -> None:
+    """Install or remove the systemd unit (Linux) or launchd agent (macOS)."""
+
+
+def _service_options(command: F) -> F:
+    options = [
+        click.option(
+            "--systemd",
+            "manager",
+            flag_value="systemd",
+            help="A systemd unit (the default on Linux).",
+        ),
+        click.option(
+            "--launchd",
+            "manager",
+            flag_value="launchd",
+            help="A launchd user agent (the default on macOS).",
+        ),
+        click.option(
+            "--user",
+            is_flag=True,
+            help="systemd: a user unit in ~/.config/systemd/user (no root needed).",
+        ),
+        config_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _rendered(manager: str | None, user: bool, config_path: Path | None) -> Any:
+    from seestar_watch.config import find_config_file, load_config
+    from seestar_watch.service import executable, render_launchd, render_systemd
+
+    manager = manager or ("launchd" if sys.platform == "darwin" else "systemd")
+    config_file = find_config_file(config_path).absolute()
+    config = load_config(config_file)  # a broken config would only crash-loop the service
+    if manager == "launchd":
+        return render_launchd(executable(), config_file)
+    writable = [p for p in (config.state.path, config.archive.path) if p is not None]
+    return render_systemd(
+        executable(),
+        config_file,
+        user=user,
+        writable=[p.parent if p == config.state.path else p for p in writable],
+    )
+
+
+@service.command("install")
+@_service_options
+@click.option("--print", "only_print", is_flag=True, help="Print it instead of installing it.")
+@reports_errors
+def service_install(
+    manager: str | None, user: bool, config_path: Path | None, only_print: bool
+) -> None:
+    """Render the service for this machine, write it where it belongs, say how to enable it."""
+    from seestar_watch.service import install
+
+    rendered = _rendered(manager, user, config_path)
+    if only_print:
+        click.echo(rendered.text, nl=False)
+        return
+    try:
+        install(rendered)
+    except PermissionError:
+        raise UserError(f"cannot write {rendered.path}: run it with sudo, or use --user") from None
+    click.echo(f"wrote {rendered.path}")
+    click.echo("enable and start it with:")
+    for command in rendered.enable:
+        click.echo(f"  {command}")
+
+
+@service.command("uninstall")
+@_service_options
+@reports_errors
+def service_uninstall(manager: str | None, user: bool, config_path: Path | None) -> None:
+    """Stop and disable the service, and remove what `service install` wrote."""
+    from seestar_watch.service import uninstall
+
+    rendered = _rendered(manager, user, config_path)
+    try:
+        report = uninstall(rendered)
+    except PermissionError:
+        raise UserError(f"cannot remove {rendered.path}: run it with sudo") from None
+    for line in report:
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="seestar-watch")

@@ -25,6 +25,7 @@ from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import HeaderRead, Status, read_header
 from seestar_watch.ledger import InstanceLock, Ledger, Version
+from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.scan import frame_filter, list_frames, version_of
 from seestar_watch.share import ShareSupervisor
@@ -34,6 +35,7 @@ from seestar_watch.worker import FrameProcessor
 log = structlog.get_logger("seestar_watch.daemon")
 
 LEDGER_POLL = 2.0  # workers look at the ledger at least this often (`retry` from outside)
+STATUS_EVERY = 5.0  # seconds between two STATUS= lines to systemd
 
 
 @contextmanager
@@ -90,6 +92,8 @@ class Daemon:
         self.wait_for_share = wait_for_share
         self.root = str(config.image_watcher.watch_path.absolute())
         self.failed = 0  # frames that ended `failed` during this run
+        self.folders = 0  # folders holding frames, at the last scan
+        self.last_frame = ""  # "<name> <state>" of the last frame a worker finished
         self._wanted = frame_filter(config.image_watcher.ignore)
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -214,9 +218,26 @@ class Daemon:
             workers=self.config.pipeline.workers,
             ledger=str(ledger.path),
         )
+        notifier = Notifier()
+        notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
+        next_status = time.monotonic() + STATUS_EVERY
         while not self._stop.wait(1.0):
-            pass
+            notifier.watchdog()  # from this loop only: if it stops turning, systemd restarts us
+            if time.monotonic() >= next_status:
+                notifier.status(self.status_line(ledger))
+                next_status = time.monotonic() + STATUS_EVERY
+        notifier.stopping("stopping: letting a running command finish")
         self._shutdown(threads)
+
+    def status_line(self, ledger: Ledger) -> str:
+        """What the daemon is doing, in one line (systemctl status shows it)."""
+        state = self.share.state
+        if state is None or not state.is_available:
+            doing = "waiting for the share" + (f": {state.reason}" if state else "")
+        else:
+            doing = f"watching {self.root} ({self.folders} folders)"
+        last = f"; last frame {self.last_frame}" if self.last_frame else ""
+        return f"{doing}; {ledger.pending_count()} pending{last}"
 
     def share_answers(self) -> bool:
         """A fresh, bounded look: is the share there right now?"""
@@ -302,10 +323,11 @@ class Daemon:
                 self._catch_up(self._ledger, watcher)
 
     def _catch_up(self, ledger: Ledger, watcher: ImageWatcher) -> None:
-        started, seen, new = time.monotonic(), 0, 0
+        started, seen, new, folders = time.monotonic(), 0, 0, {self.root}
         try:
             for path, info in self._list():
                 seen += 1
+                folders.add(os.path.dirname(path))
                 if not ledger.knows(version_of(self.root, path, info.st_size, info.st_mtime_ns)):
                     watcher.notice(path)
                     new += 1
@@ -336,6 +358,7 @@ class Daemon:
             state = "failed"
         if state == "failed":
             self.failed += 1
+        self.last_frame = f"{os.path.basename(os.fsdecode(frame.version.relpath))} {state}"
         return state
 
     # -- run --once ----------------------------------------------------------

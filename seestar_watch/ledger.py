@@ -391,6 +391,14 @@ class Ledger:
         counts.update({str(state): int(n) for state, n in rows})
         return counts
 
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(
+                self._db.execute("SELECT count(*) FROM frames WHERE state = 'pending'").fetchone()[
+                    0
+                ]
+            )
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(

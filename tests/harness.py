@@ -135,3 +135,10 @@ class DaemonProcess:
         self.process.kill()
         self.process.wait(10)
         self._log.close()
+
+    def close(self) -> None:
+        """Whatever state it is in: killed if still running, its log closed."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()

@@ -28,14 +28,13 @@ def daemons() -> Iterator[list[DaemonProcess]]:
     started: list[DaemonProcess] = []
     yield started
     for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.kill()
+        daemon.close()
 
 
 def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
     daemon = scope.start(*args)
     daemons.append(daemon)
-    daemon.wait_for_event("daemon.started")
+    daemon.wait_for_event("watcher.started")  # the first start's baseline is taken by then
     return daemon
 
 

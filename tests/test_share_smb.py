@@ -59,8 +59,7 @@ def daemons() -> Iterator[list[DaemonProcess]]:
     started: list[DaemonProcess] = []
     yield started
     for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.kill()
+        daemon.close()
 
 
 def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
@@ -107,7 +106,6 @@ def test_frames_written_server_side_run_exactly_once_by_polling(
     bed: Scope, daemons: list[DaemonProcess]
 ) -> None:
     daemon = start(bed, daemons)
-    daemon.wait_for_event("share.ready")
     started = daemon.wait_for_event("watcher.started")[0]
     assert started["observer"] == "polling" and "fuse.smbnetfs" in started["reason"]
     sub = bed.server_folder / "M 42_sub"  # type: ignore[attr-defined]
@@ -128,7 +126,7 @@ def test_server_stopped_and_started_mid_session_loses_and_duplicates_nothing(
     bed: Scope, daemons: list[DaemonProcess], samba: SambaShare
 ) -> None:
     daemon = start(bed, daemons)
-    daemon.wait_for_event("share.ready")
+    daemon.wait_for_event("watcher.started")  # baseline taken, watching
     sub = bed.server_folder / "NGC 7023_sub"  # type: ignore[attr-defined]
     before = telescope_writes(sub, "before.fit", chunks=2)
     wait_for(lambda: len(bed.runs()) == 1, timeout=60)
@@ -152,7 +150,7 @@ def test_unmounted_and_mounted_again(
     bed: Scope, daemons: list[DaemonProcess], samba: SambaShare
 ) -> None:
     daemon = start(bed, daemons)
-    daemon.wait_for_event("share.ready")
+    daemon.wait_for_event("watcher.started")  # baseline taken, watching
     sub = bed.server_folder / "M 94_sub"  # type: ignore[attr-defined]
     first = telescope_writes(sub, "first.fit", chunks=2)
     wait_for(lambda: len(bed.runs()) == 1, timeout=60)
@@ -180,7 +178,7 @@ def test_daemon_started_before_the_share_exists(
     assert len(daemon.events("share.waiting")) == 1  # said once, not at every retry
     assert not daemon.events("scan.finished")  # the empty mount point is never scanned
     samba.mount()
-    daemon.wait_for_event("share.ready", timeout=30)
+    daemon.wait_for_event("watcher.started", timeout=30)
     frame = telescope_writes(bed.server_folder / "M 42_sub", "x.fit", chunks=2)  # type: ignore[attr-defined]
     wait_for(lambda: len(bed.runs()) == 1, timeout=60)
     assert daemon.stop() == 0
@@ -191,7 +189,7 @@ def test_a_flapping_share_loses_nothing_duplicates_nothing_and_logs_little(
     bed: Scope, daemons: list[DaemonProcess], samba: SambaShare
 ) -> None:
     daemon = start(bed, daemons)
-    daemon.wait_for_event("share.ready")
+    daemon.wait_for_event("watcher.started")  # baseline taken, watching
     sub = bed.server_folder / "M 51_sub"  # type: ignore[attr-defined]
     written = []
     for i in range(6):  # ~30 s: the server drops out every few seconds, frames keep landing

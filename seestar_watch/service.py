@@ -1,0 +1,241 @@
+"""Running unattended: the systemd unit and the launchd agent, rendered for this machine.
+
+The templates live here, once; `systemd/` and `launchd/` in the repository hold
+them rendered with example values (a test keeps the two equal). `service
+install` renders them with this machine's absolute paths and user, writes them
+where the service manager looks, and prints the commands that enable them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import plistlib
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+UNIT_NAME = "seestar-watch.service"
+AGENT_LABEL = "local.seestar-watch"
+LAUNCHD_PATH = "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+_UNIT = """\
+# seestar-watch: runs the photometry pipeline once for every frame a ZWO Seestar writes.
+# Rendered by `seestar-watch service install`; see README "Run it as a service".
+[Unit]
+Description=seestar-watch: photometry for every Seestar frame
+# Network shares may come later or never: no Requires= or RequiresMountsFor= on
+# the share, so an unmount does not stop the service (it waits and resumes).
+After=network-online.target remote-fs.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+{user_lines}Restart=on-failure
+RestartSec=10
+# 1: a problem only the user can fix (config, ledger); 2: bad command line.
+RestartPreventExitStatus=1 2
+# SIGTERM to the daemon only; it gives a running command pipeline.shutdown_grace
+# (30 s by default) and then stops that command's process group itself.
+KillMode=mixed
+TimeoutStopSec=60
+WatchdogSec=60
+Environment=PYTHONUNBUFFERED=1
+{state_lines}
+# Hardening that still lets it read the share and run your pipeline.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+{writable_line}PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+DevicePolicy=closed
+KeyringMode=private
+RemoveIPC=yes
+# the archive copies and the ledger are for this user only
+UMask=0077
+
+[Install]
+WantedBy={wanted_by}
+"""
+
+# In the user manager most sandboxing needs privileges it does not have.
+_USER_UNIT = """\
+# seestar-watch: runs the photometry pipeline once for every frame a ZWO Seestar writes.
+# Rendered by `seestar-watch service install --user`; see README "Run it as a service".
+[Unit]
+Description=seestar-watch: photometry for every Seestar frame
+After=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=10
+RestartPreventExitStatus=1 2
+KillMode=mixed
+TimeoutStopSec=60
+WatchdogSec=60
+Environment=PYTHONUNBUFFERED=1
+NoNewPrivileges=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+SystemCallArchitectures=native
+UMask=0027
+
+[Install]
+WantedBy=default.target
+"""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    path: Path  # where it belongs
+    enable: list[str]  # commands (for a person) that enable and start it
+    stop: list[list[str]]  # argv that stop and disable it, run by `service uninstall`
+    folders: list[Path]  # folders that must exist first
+
+
+def executable() -> list[str]:
+    """The absolute command that starts seestar-watch on this machine."""
+    found = shutil.which("seestar-watch")
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "seestar_watch"]
+
+
+def render_systemd(
+    command: list[str],
+    config: Path,
+    *,
+    user: bool,
+    run_as: str | None = None,
+    writable: list[Path] | None = None,
+    home: Path | None = None,
+) -> Rendered:
+    exec_start = shlex.join([*command, "run", "--config", str(config)])
+    home = home or Path.home()
+    if user:
+        path = home / ".config" / "systemd" / "user" / UNIT_NAME
+        text = _USER_UNIT.format(exec_start=exec_start)
+        ctl = ["systemctl", "--user"]
+    else:
+        path = Path("/etc/systemd/system") / UNIT_NAME
+        run_as = run_as or default_user()
+        text = _UNIT.format(
+            exec_start=exec_start,
+            user_lines=f"User={run_as}\nGroup={run_as}\n",
+            # the ledger and the archive default to the user's state/data folders; for a
+            # system service those become /var/lib/seestar-watch, which systemd creates
+            state_lines="StateDirectory=seestar-watch\n"
+            "Environment=XDG_STATE_HOME=%S XDG_DATA_HOME=%S\n"
+            "WorkingDirectory=%S/seestar-watch",
+            writable_line=_writable_line(writable or []),
+            wanted_by="multi-user.target",
+        )
+        ctl = ["sudo", "systemctl"]
+    return Rendered(
+        text,
+        path,
+        enable=[
+            shlex.join([*ctl, "daemon-reload"]),
+            shlex.join([*ctl, "enable", "--now", UNIT_NAME]),
+        ],
+        stop=[
+            [*(["systemctl", "--user"] if user else ["systemctl"]), "disable", "--now", UNIT_NAME]
+        ],
+        folders=[path.parent],
+    )
+
+
+def _writable_line(paths: list[Path]) -> str:
+    line = "# Add the folders your pipeline writes its results to:\n"
+    if not paths:
+        return line + "# ReadWritePaths=/home/you/photometry\n"
+    return line + "ReadWritePaths=" + " ".join(f"-{p}" for p in paths) + "\n"
+
+
+def render_launchd(command: list[str], config: Path, *, home: Path | None = None) -> Rendered:
+    home = home or Path.home()
+    logs = home / "Library" / "Logs" / "seestar-watch"
+    agent = {
+        "Label": AGENT_LABEL,
+        "ProgramArguments": [*command, "run", "--config", str(config)],
+        "RunAtLoad": True,
+        # restart after a crash, not after a clean stop; a config error (exit 1) is
+        # retried every ThrottleInterval seconds, which keeps the log readable
+        "KeepAlive": {"SuccessfulExit": False},
+        "ThrottleInterval": 30,
+        "ProcessType": "Background",
+        "EnvironmentVariables": {"PATH": LAUNCHD_PATH, "PYTHONUNBUFFERED": "1"},
+        "StandardOutPath": str(logs / "seestar-watch.log"),
+        "StandardErrorPath": str(logs / "seestar-watch.log"),
+        "WorkingDirectory": str(home),
+    }
+    path = home / "Library" / "LaunchAgents" / f"{AGENT_LABEL}.plist"
+    domain = "gui/$(id -u)"
+    return Rendered(
+        plistlib.dumps(agent, sort_keys=False).decode(),
+        path,
+        enable=[f"launchctl bootstrap {domain} {shlex.quote(str(path))}"],
+        stop=[["launchctl", "bootout", f"gui/{os.getuid()}/{AGENT_LABEL}"]],
+        folders=[path.parent, logs],
+    )
+
+
+def default_user() -> str:
+    """The user the system service runs as: whoever ran sudo, else the current user."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def install(rendered: Rendered) -> None:
+    for folder in rendered.folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    temporary = rendered.path.with_name(rendered.path.name + ".new")
+    temporary.write_text(rendered.text)
+    temporary.replace(rendered.path)
+
+
+def uninstall(rendered: Rendered) -> list[str]:
+    """Stop and disable the service, remove its file; what happened, line by line."""
+    if not rendered.path.exists():
+        return [f"nothing to remove: {rendered.path} does not exist"]
+    report = [_stop(argv) for argv in rendered.stop]
+    rendered.path.unlink()
+    report.append(f"removed {rendered.path}")
+    return report
+
+
+def _stop(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        return f"{argv[0]} not found: nothing to stop"
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode == 0:
+        return f"ran: {shlex.join(argv)}"
+    why = (result.stderr or result.stdout).strip().splitlines()
+    return f"could not run {shlex.join(argv)}: {why[0] if why else result.returncode}"
