@@ -118,6 +118,30 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
     sys.exit(0 if report.ready else 1)
 
 
+@cli.command("quicklook")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one row of measurements to this CSV file (header written once).",
+)
+@reports_errors
+def quicklook(path: Path, csv_path: Path | None) -> None:
+    """Background, noise, stars, FWHM and the centre target's instrumental magnitude of a frame.
+
+    Made to be a pipeline stage:
+    command: ["seestar-watch", "quicklook", "{path}", "--csv", "/home/you/quicklook.csv"]
+    """
+    from seestar_watch.quicklook import append_csv, load, measure, summary
+
+    raw, header = load(path)
+    result = measure(raw, header)
+    click.echo(summary(path.name, header, result))
+    if csv_path is not None:
+        append_csv(csv_path, path.name, header, result)
+
+
 @cli.command("run")
 @config_option
 @click.option("--once", is_flag=True, help="Catch up, run everything pending, then exit.")

@@ -1,0 +1,107 @@
+"""quicklook against known answers: synthetic star fields of known flux and width, real headers.
+
+Tolerances: star count exact; FWHM within 5 %; target flux within 2 % (0.02 mag);
+background within 1 %; noise within 5 %.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seestar_watch.quicklook import find_peaks, load, measure, pixel_scale, superpixels
+from seestar_watch.synthetic import Sky, Star, frame_bytes, render, star_field
+from tests.conftest import REAL_HEADERS, real_header
+
+
+@pytest.mark.parametrize("fwhm", [3.0, 4.0, 6.0])
+def test_known_stars_are_recovered(tmp_path: Path, fwhm: float) -> None:
+    stars = star_field(30, seed=int(fwhm), fwhm=fwhm, target_flux=250_000)
+    path = tmp_path / "frame.fit"
+    path.write_bytes(frame_bytes(Sky(background=1000, noise=10, stars=stars, seed=7)))
+
+    raw, header = load(path)
+    result = measure(raw, header)
+
+    assert result.stars == 30
+    assert result.fwhm_px == pytest.approx(fwhm, rel=0.05)
+    assert result.background == pytest.approx(1000, rel=0.01)
+    assert result.noise == pytest.approx(10, rel=0.05)
+    assert result.flux == pytest.approx(250_000, rel=0.02)
+    assert result.inst_mag == pytest.approx(-2.5 * math.log10(250_000 / 10), abs=0.02)
+    assert result.target_x == pytest.approx(stars[0].x, abs=0.2)
+    assert result.target_y == pytest.approx(stars[0].y, abs=0.2)
+    expected_snr = 250_000 / math.sqrt(250_000 + 1e9)  # order of magnitude only
+    assert result.snr is not None and result.snr > expected_snr
+
+
+def test_real_headers_give_the_pixel_scale_and_arcsec(tmp_path: Path) -> None:
+    for name in REAL_HEADERS:
+        header_bytes = real_header(name)
+        data = render(Sky(stars=star_field(10, seed=3, fwhm=4.0)))
+        payload = (data.astype(np.int32) - 32768).astype(">i2").tobytes()
+        path = tmp_path / f"{name}.fit"
+        path.write_bytes(header_bytes + payload + bytes(-len(payload) % 2880))
+        raw, header = load(path)
+        result = measure(raw, header)
+        scale = pixel_scale(header)
+        assert scale == pytest.approx(206.2648 * 2.9 / 250, rel=1e-3)  # 2.39 arcsec per pixel
+        assert result.fwhm_px is not None and result.fwhm_arcsec is not None
+        assert result.fwhm_arcsec == pytest.approx(result.fwhm_px * scale, rel=1e-3)
+        assert header["BAYERPAT"] == "GRBG"
+
+
+def test_superpixels_keep_all_the_flux() -> None:
+    raw = np.arange(6 * 8, dtype=float).reshape(6, 8)
+    assert superpixels(raw).sum() == raw.sum()
+    assert superpixels(raw).shape == (3, 4)
+
+
+def test_a_saturated_flat_topped_star_counts_once() -> None:
+    image = np.zeros((64, 64))
+    image[30:34, 30:34] = 1000.0
+    assert find_peaks(image, 10.0) == [(30, 30)]
+
+
+def test_csv_gets_its_header_once_and_a_row_per_frame(tmp_path: Path) -> None:
+    frame = tmp_path / "Light_M 42.fit"
+    frame.write_bytes(frame_bytes(Sky(stars=[Star(539.5, 959.5, 100_000, 4.0)])))
+    table = tmp_path / "out" / "quicklook.csv"
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "seestar_watch", "quicklook", str(frame), "--csv", str(table)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("Light_M 42.fit: M 42 ") and "stars=1" in result.stdout
+    with table.open() as text:
+        rows = list(csv.DictReader(text))
+    assert len(rows) == 2
+    assert table.read_text().count("OBJECT") == 1
+    row = rows[0]
+    assert row["OBJECT"] == "M 42" and row["FILTER"] == "IRCUT" and row["EXPTIME"] == "10.0"
+    assert row["DATE-OBS"] and float(row["flux"]) == pytest.approx(100_000, rel=0.03)
+    assert {"background", "noise", "stars", "fwhm_px", "fwhm_arcsec", "inst_mag", "snr"} <= set(row)
+
+
+def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.fit"
+    broken.write_text("not fits")
+    result = subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "quicklook", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read") and len(result.stderr.splitlines()) == 1
