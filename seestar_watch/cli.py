@@ -118,6 +118,27 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
     sys.exit(0 if report.ready else 1)
 
 
+@cli.command("demo")
+@click.option(
+    "--frames",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="How many frames the pretend telescope takes.",
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Make the demo in this folder and keep it (config, ledger, archive, CSV).",
+)
+@reports_errors
+def demo(frames: int, keep: Path | None) -> None:
+    """Show the whole thing working, with no telescope and no config, in under a minute."""
+    from seestar_watch.demo import run_demo
+
+    sys.exit(run_demo(frames, keep, click.echo))
+
+
 @cli.command("quicklook")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
