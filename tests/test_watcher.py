@@ -356,3 +356,37 @@ def test_a_symlinked_folder_loop_does_not_trap_recursive_polling(
     wait_for(lambda: recorder.events)
     quiet_for(0.5)
     assert recorder.paths == [str(tmp_path / "sub" / "x.fit")]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_polling_spares_files_that_stopped_changing_but_sees_changes_later(
+    tmp_path: Path,
+) -> None:
+    from seestar_watch.watcher import QuietFileStat
+
+    clock = FakeClock()
+    quiet = QuietFileStat(settled_after=30, refresh_every=60, clock=clock)
+    path = write_frame(tmp_path / "old.fit")
+    first = quiet(str(path))
+    clock.now += 31
+    assert quiet(str(path)) == first  # unchanged for 31 s: remembered from now on
+    path.write_bytes(frame_bytes(real_header()))  # changed, but settled: not looked at yet
+    clock.now += 10
+    assert quiet(str(path)).st_size == first.st_size  # served from memory
+    clock.now += 60
+    assert quiet(str(path)).st_size == path.stat().st_size  # the refresh sees the change
+    grow = write_frame(tmp_path / "growing.fit")
+    quiet(str(grow))
+    with grow.open("ab") as out:
+        out.write(b"x" * 2880)
+    clock.now += 1
+    assert quiet(str(grow)).st_size == grow.stat().st_size  # young files: always for real
+    (tmp_path / "folder").mkdir()
+    assert quiet(str(tmp_path / "folder")) is not None
