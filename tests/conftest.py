@@ -89,6 +89,15 @@ class Recorder:
 
 
 @pytest.fixture
+def daemons() -> Iterator[list[Any]]:
+    """Daemons a test started (tests/harness.py), killed if still running at its end."""
+    started: list[Any] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+@pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
 

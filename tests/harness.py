@@ -84,6 +84,20 @@ class Scope:
         return DaemonProcess(self, list(args))
 
 
+def started_daemon(
+    scope: Scope, started: list[DaemonProcess], *args: str, until: str
+) -> DaemonProcess:
+    """Start `seestar-watch run`, remember it for cleanup, and wait for the `until` event.
+
+    Wait for "watcher.started" before writing frames: a first start's baseline is taken
+    once the share is there, and a frame written before that is recorded as skipped.
+    """
+    daemon = scope.start(*args)
+    started.append(daemon)
+    daemon.wait_for_event(until)
+    return daemon
+
+
 class DaemonProcess:
     """`seestar-watch run` in a subprocess; its JSON log lines are read from a file."""
 

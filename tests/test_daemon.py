@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import frame_bytes, real_header, small_header, wait_for, write_frame
-from tests.harness import DaemonProcess, Scope
+from tests.harness import DaemonProcess, Scope, started_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +22,8 @@ def scope(tmp_path: Path) -> Scope:
     return Scope(tmp_path)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
-    daemon = scope.start(*args)
-    daemons.append(daemon)
-    daemon.wait_for_event("watcher.started")  # the first start's baseline is taken by then
-    return daemon
+    return started_daemon(scope, daemons, *args, until="watcher.started")
 
 
 def frame(scope: Scope, name: str, content: bytes | None = None) -> Path:

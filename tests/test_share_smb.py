@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import frame_bytes, real_header, small_header, wait_for
-from tests.harness import DaemonProcess, Scope
+from tests.harness import DaemonProcess, Scope, started_daemon
 from tests.smbshare import SambaShare, why_unavailable
 
 pytestmark = [pytest.mark.smb, pytest.mark.slow]
@@ -54,19 +54,8 @@ def bed(samba: SambaShare, request: pytest.FixtureRequest, tmp_path: Path) -> It
     samba.restore()
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
-    daemon = scope.start(*args)
-    daemons.append(daemon)
-    daemon.wait_for_event("daemon.started")
-    return daemon
+    return started_daemon(scope, daemons, *args, until="daemon.started")  # share may be away
 
 
 def telescope_writes(
