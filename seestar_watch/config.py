@@ -354,6 +354,9 @@ def describe(config: Config) -> list[str]:
         f"settle: {watcher.debounce_delay:g} s quiet; observer {watcher.observer}"
         f" (polling every {watcher.poll_interval:g} s when it polls); rescans {rescan}",
         f"ignore: {', '.join(watcher.ignore) or 'nothing'}",
+        f"share: mounted at {watcher.mount_point} (watched only while mounted)"
+        if watcher.mount_point
+        else "share: no mount_point set (an unmounted share's empty folder cannot be told apart)",
         f"pipeline: {shlex.join(pipeline.command)}",
         f"  timeout {pipeline.timeout:g} s, {pipeline.retries} retries"
         f" ({pipeline.retry_delay:g} s apart, growing), {pipeline.workers} worker(s)",
