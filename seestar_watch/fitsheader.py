@@ -60,10 +60,6 @@ class HeaderRead:
     expected_size: int | None = None  # header + padded data, when the header says
     identity: tuple[int, int, int, int] | None = None  # (dev, ino, size, mtime_ns)
 
-    @property
-    def is_complete(self) -> bool:
-        return self.status is Status.COMPLETE
-
 
 def read_header(path: str | bytes, *, max_blocks: int = MAX_HEADER_BLOCKS) -> HeaderRead:
     """Read and check the primary header of `path`; never raises, blocks or maps the file."""

@@ -182,16 +182,17 @@ class Ledger:
             row = self._db.execute("SELECT 1 FROM meta WHERE key = 'baseline_at'").fetchone()
             return row is None
 
-    def knows(self, version: Version) -> bool:
-        return self.id_of(version) is not None
-
-    def state_of(self, version: Version) -> str | None:
+    def find(self, version: Version) -> tuple[int, str] | None:
+        """(id, state) of the row for this version, or None when it was never seen."""
         with self._lock:
             row = self._db.execute(
-                "SELECT state FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
+                "SELECT id, state FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
                 (version.relpath, version.size, version.mtime_ns),
             ).fetchone()
-            return None if row is None else str(row[0])
+            return None if row is None else (int(row[0]), str(row[1]))
+
+    def knows(self, version: Version) -> bool:
+        return self.find(version) is not None
 
     # -- recording -----------------------------------------------------------
 
@@ -293,14 +294,6 @@ class Ledger:
         header = json.loads(row[4]) if row[4] else {}
         archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
         return Frame(row[0], Version(bytes(row[1]), row[2], row[3]), header, row[5] + 1, archived)
-
-    def id_of(self, version: Version) -> int | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
-                (version.relpath, version.size, version.mtime_ns),
-            ).fetchone()
-            return None if row is None else int(row[0])
 
     def seconds_until_due(self, frame_id: int | None = None) -> float | None:
         """Seconds until the next pending frame (or this one) may run; None if none is pending."""

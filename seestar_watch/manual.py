@@ -68,13 +68,14 @@ def _queue(config: Config, ledger: Ledger, relpath: str, *, force: bool) -> tupl
     if header.status is Status.INVALID:
         ledger.add_rejected(version, header.reason)
         return None, f"rejected: {header.reason}"
-    state = ledger.state_of(version)
+    found = ledger.find(version)
+    state = None if found is None else found[1]
     if state == "done" and not force:
         return None, "already done (use --force to run it again)"
-    if state in (None, "done", "failed", "rejected", "skipped") or force:
+    if force or state not in ("pending", "running"):
         ledger.force_pending(version, header.cards)
-    frame_id = ledger.id_of(version)
-    return frame_id, "pending"
+        found = ledger.find(version)
+    return (None if found is None else found[0]), "pending"
 
 
 def _run_until_settled(

@@ -44,11 +44,6 @@ class Settler:
         self._stopped = False
         self._thread: threading.Thread | None = None
 
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._armed)
-
     def start(self) -> None:
         with self._cond:
             if self._thread is not None or self._stopped:
@@ -82,10 +77,6 @@ class Settler:
             return True
         thread.join(timeout)
         return not thread.is_alive()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
 
     def _arm(self, path: str, deadline: float) -> None:
         sequence = next(self._sequence)
