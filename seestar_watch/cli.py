@@ -76,14 +76,11 @@ def cli() -> None:
 @reports_errors
 def check_config(config_path: Path | None) -> None:
     """Validate the config file and print a short summary (exit 1 when it has problems)."""
+    from seestar_watch import preflight
     from seestar_watch.config import describe, find_config_file, load_config
-    from seestar_watch.errors import ConfigError
-    from seestar_watch.pipeline import command_problem
 
     config = load_config(find_config_file(config_path))
-    problem = command_problem(config.pipeline.command[0])
-    if problem:
-        raise ConfigError(str(config.source), [f"pipeline.command: {problem}"])
+    preflight.require(config)
     for line in describe(config):
         click.echo(line)
     click.echo("config ok")
@@ -182,7 +179,10 @@ def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: b
     exits 0 when nothing failed and 1 otherwise.
     """
     config = load(config_path)
+    from seestar_watch import preflight
     from seestar_watch.daemon import Daemon
+
+    preflight.require(config)  # the checks of check-config: never start only to fail frames
 
     daemon = Daemon(config, process_existing=process_existing, wait_for_share=not no_wait)
     sys.exit(daemon.run(once=once))
@@ -202,7 +202,11 @@ def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> N
     Exits 0 when every frame ended done, 1 otherwise.
     """
     config = load(config_path)
+    from seestar_watch import preflight
+    from seestar_watch.log import escape
     from seestar_watch.manual import process_paths
+
+    preflight.require(config)
 
     def progress(ids: list[int]) -> Iterator[int]:
         if len(ids) < 5:
@@ -213,8 +217,9 @@ def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> N
 
     outcomes = process_paths(config, paths, force=force, progress=progress)
     for path, outcome in outcomes.items():
-        click.echo(f"{outcome}\t{path}")
-    sys.exit(0 if all(o == "done" for o in outcomes.values()) else 1)
+        note = f"\t({outcome.note})" if outcome.note else ""
+        click.echo(f"{outcome.state}\t{escape(path)}{note}")
+    sys.exit(0 if all(o.state == "done" for o in outcomes.values()) else 1)
 
 
 @cli.command("status")
@@ -252,10 +257,13 @@ def retry(config_path: Path | None, all_failed: bool, paths: tuple[Path, ...]) -
     if all_failed == bool(paths):
         raise click.UsageError("give either --failed or one or more PATHs")
     config = load(config_path)
+    from seestar_watch.log import escape
     from seestar_watch.manual import retry_paths
 
-    count = retry_paths(config, None if all_failed else list(paths))
+    count, notes = retry_paths(config, None if all_failed else list(paths))
     click.echo(f"{count} failed frame(s) back to pending")
+    for path, note in notes.items():
+        click.echo(f"{escape(path)}: {note}")
 
 
 @cli.group("service")
@@ -265,17 +273,9 @@ def service() -> None:
 
 def _service_options(command: F) -> F:
     options = [
+        click.option("--systemd", is_flag=True, help="A systemd unit (the default on Linux)."),
         click.option(
-            "--systemd",
-            "manager",
-            flag_value="systemd",
-            help="A systemd unit (the default on Linux).",
-        ),
-        click.option(
-            "--launchd",
-            "manager",
-            flag_value="launchd",
-            help="A launchd user agent (the default on macOS).",
+            "--launchd", is_flag=True, help="A launchd user agent (the default on macOS)."
         ),
         click.option(
             "--user",
@@ -289,22 +289,25 @@ def _service_options(command: F) -> F:
     return command
 
 
-def _rendered(manager: str | None, user: bool, config_path: Path | None) -> Any:
+def _rendered(
+    systemd: bool, launchd: bool, user: bool, config_path: Path | None, *, check: bool = True
+) -> Any:
+    from seestar_watch import preflight
     from seestar_watch.config import find_config_file, load_config
-    from seestar_watch.service import executable, render_launchd, render_systemd
+    from seestar_watch.service import executable, render_launchd, render_systemd, writable_folders
 
-    manager = manager or ("launchd" if sys.platform == "darwin" else "systemd")
+    if systemd and launchd:
+        raise click.UsageError("give --systemd or --launchd, not both")
+    if user and launchd:
+        raise click.UsageError("--user is for systemd (a launchd agent is always the user's)")
+    manager = "launchd" if launchd or (not systemd and sys.platform == "darwin") else "systemd"
     config_file = find_config_file(config_path).absolute()
     config = load_config(config_file)  # a broken config would only crash-loop the service
+    if check:
+        preflight.require(config)  # a service that would fail every frame helps no one
     if manager == "launchd":
         return render_launchd(executable(), config_file)
-    writable = [p for p in (config.state.path, config.archive.path) if p is not None]
-    return render_systemd(
-        executable(),
-        config_file,
-        user=user,
-        writable=[p.parent if p == config.state.path else p for p in writable],
-    )
+    return render_systemd(executable(), config_file, user=user, writable=writable_folders(config))
 
 
 @service.command("install")
@@ -312,12 +315,12 @@ def _rendered(manager: str | None, user: bool, config_path: Path | None) -> Any:
 @click.option("--print", "only_print", is_flag=True, help="Print it instead of installing it.")
 @reports_errors
 def service_install(
-    manager: str | None, user: bool, config_path: Path | None, only_print: bool
+    systemd: bool, launchd: bool, user: bool, config_path: Path | None, only_print: bool
 ) -> None:
     """Render the service for this machine, write it where it belongs, say how to enable it."""
     from seestar_watch.service import install
 
-    rendered = _rendered(manager, user, config_path)
+    rendered = _rendered(systemd, launchd, user, config_path)
     if only_print:
         click.echo(rendered.text, nl=False)
         return
@@ -329,16 +332,18 @@ def service_install(
     click.echo("enable and start it with:")
     for command in rendered.enable:
         click.echo(f"  {command}")
+    for note in rendered.notes:
+        click.echo(note)
 
 
 @service.command("uninstall")
 @_service_options
 @reports_errors
-def service_uninstall(manager: str | None, user: bool, config_path: Path | None) -> None:
+def service_uninstall(systemd: bool, launchd: bool, user: bool, config_path: Path | None) -> None:
     """Stop and disable the service, and remove what `service install` wrote."""
     from seestar_watch.service import uninstall
 
-    rendered = _rendered(manager, user, config_path)
+    rendered = _rendered(systemd, launchd, user, config_path, check=False)
     try:
         report = uninstall(rendered)
     except PermissionError:

@@ -13,7 +13,7 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -60,10 +60,12 @@ def boolean(value: Any, key: str, problems: list[str]) -> Any:
 
 
 def choice(options: tuple[str, ...]) -> Check:
+    """One of `options`, in any case (`INFO` is `info`)."""
+
     def check(value: Any, key: str, problems: list[str]) -> Any:
-        if value not in options:
+        if not isinstance(value, str) or value.lower() not in options:
             return _expected(problems, key, "one of " + " | ".join(options), value)
-        return value
+        return value.lower()
 
     return check
 
@@ -154,13 +156,16 @@ class WatcherConfig:
     watch_path: Path = setting(folder_path)
     enabled: bool = setting(boolean, True)
     debounce_delay: float = setting(number(0), 2.0)
-    recursive: bool = setting(boolean, False)
+    # The Seestar writes every sub-frame into MyWorks/<target>_sub/: watching only the
+    # top folder would never see one, so the default follows the telescope.
+    recursive: bool = setting(boolean, True)
     observer: ObserverKind = setting(choice(get_args(ObserverKind)), "auto")
     poll_interval: float = setting(number(0, above=True), 2.0)
     rescan_interval: float = setting(number(0), 60.0)
     ignore: tuple[str, ...] = setting(string_list, ())
     mount_point: Path | None = setting(optional_path, None)
     mount_retry: float = setting(number(0, above=True), 10.0)
+    incomplete_timeout: float = setting(number(0, above=True), 300.0)
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,11 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    @property
+    def folder(self) -> Path:
+        """The config file's folder: relative paths in the config, and the command, start here."""
+        return self.source.absolute().parent
+
 
 SECTIONS: dict[str, type[Any]] = {
     "image_watcher": WatcherConfig,
@@ -276,19 +286,34 @@ def parse_config(raw: Any, source: Path) -> Config:
             sections[name] = _section(cls, raw[name], name, problems)
         elif name in REQUIRED_SECTIONS:
             problems.append(f"{name}: required section is missing")
-    watcher = sections.get("image_watcher")
-    if watcher is not None and watcher.mount_point is not None:
+    if problems:
+        raise ConfigError(str(source), problems)
+    sections = {
+        name: _resolved(section, source.absolute().parent) for name, section in sections.items()
+    }
+    watcher = sections["image_watcher"]
+    if watcher.mount_point is not None:
         problems += _mount_point_problems(watcher)
     if problems:
         raise ConfigError(str(source), problems)
     return Config(source=source, **sections)
 
 
+def _resolved(section: Section, base: Path) -> Section:
+    """Every path made absolute once, here: a relative one is taken from the config file's
+    folder, so `run`, `status` and the service find the same ledger wherever they start."""
+    changes = {
+        spec.name: Path(os.path.normpath(base / value))
+        for spec in fields(section)  # type: ignore[arg-type]
+        if isinstance(value := getattr(section, spec.name), Path)
+    }
+    return replace(section, **changes)  # type: ignore[type-var]
+
+
 def _mount_point_problems(watcher: WatcherConfig) -> list[str]:
     """watch_path must lie inside mount_point, or an unmounted share goes unnoticed."""
     assert watcher.mount_point is not None
-    point = os.path.normpath(os.path.abspath(watcher.mount_point))
-    watched = os.path.normpath(os.path.abspath(watcher.watch_path))
+    point, watched = str(watcher.mount_point), str(watcher.watch_path)
     if os.path.commonpath([point, watched]) == point:
         return []
     return [
@@ -344,6 +369,8 @@ def find_config_file(explicit: Path | None) -> Path:
 
 def describe(config: Config) -> list[str]:
     """A short human summary, for check-config."""
+    from seestar_watch.log import count_of
+
     watcher, pipeline = config.image_watcher, config.pipeline
     archive = f"copies in {config.archive.folder}" if config.archive.enabled else "off"
     rescan = f"every {watcher.rescan_interval:g} s" if watcher.rescan_interval else "off"
@@ -358,8 +385,8 @@ def describe(config: Config) -> list[str]:
         if watcher.mount_point
         else "share: no mount_point set (an unmounted share's empty folder cannot be told apart)",
         f"pipeline: {shlex.join(pipeline.command)}",
-        f"  timeout {pipeline.timeout:g} s, {pipeline.retries} retries"
-        f" ({pipeline.retry_delay:g} s apart, growing), {pipeline.workers} worker(s)",
+        f"  timeout {pipeline.timeout:g} s, {count_of(pipeline.retries, 'retry', 'retries')}"
+        f" ({pipeline.retry_delay:g} s apart, growing), {count_of(pipeline.workers, 'worker')}",
         f"archive: {archive}",
         f"ledger: {config.state.ledger}"
         + (

@@ -25,9 +25,10 @@ from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import HeaderRead, Status, read_header
 from seestar_watch.ledger import InstanceLock, Ledger, Version
+from seestar_watch.log import count_of
 from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
-from seestar_watch.scan import frame_filter, list_frames, version_of
+from seestar_watch.scan import folders_with_frames, frame_filter, list_frames, version_of
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.watcher import ImageWatcher
 from seestar_watch.worker import FrameProcessor
@@ -89,6 +90,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.process_existing = process_existing or config.state.process_existing
+        self._asked_to_process_existing = process_existing  # on the command line, this time
         self.wait_for_share = wait_for_share
         self.root = str(config.image_watcher.watch_path.absolute())
         self.failed = 0  # frames that ended `failed` during this run
@@ -106,6 +108,7 @@ class Daemon:
         self._watcher: ImageWatcher | None = None
         self._ledger: Ledger | None = None
         self._started = False  # baseline taken (or not needed) since the share first appeared
+        self._checked_subfolders = False
 
     # -- control -------------------------------------------------------------
 
@@ -182,6 +185,13 @@ class Daemon:
     def _baseline_or_continue(self, ledger: Ledger) -> None:
         """First start: record what is there as skipped (or process it). Raises OSError."""
         if not ledger.is_new():
+            if self._asked_to_process_existing:
+                log.warning(
+                    "ledger.process_existing_ignored",
+                    ledger=str(ledger.path),
+                    note="--process-existing applies to a first start only (an empty ledger);"
+                    " `seestar-watch process PATH...` runs frames that were skipped",
+                )
             return
         if self.process_existing:
             ledger.mark_started()
@@ -235,7 +245,7 @@ class Daemon:
         if state is None or not state.is_available:
             doing = "waiting for the share" + (f": {state.reason}" if state else "")
         else:
-            doing = f"watching {self.root} ({self.folders} folders)"
+            doing = f"watching {self.root} ({count_of(self.folders, 'folder')})"
         last = f"; last frame {self.last_frame}" if self.last_frame else ""
         return f"{doing}; {ledger.pending_count()} pending{last}"
 
@@ -265,6 +275,7 @@ class Daemon:
             recursive=options.recursive,
             observer=options.observer,
             poll_interval=options.poll_interval,
+            incomplete_timeout=options.incomplete_timeout,
             ignore=options.ignore,
         )
         if watcher.start():  # a fresh watch: native watches die with an unmount (watchdog #420)
@@ -279,7 +290,11 @@ class Daemon:
             watcher.stop(timeout=5.0)
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
-        log.info("daemon.stopping", grace_s=self.config.pipeline.shutdown_grace)
+        log.info(
+            "daemon.stopping",
+            grace_s=self.config.pipeline.shutdown_grace,
+            note="a running command may finish; a second Ctrl-C (or SIGTERM) stops at once",
+        )
         # 1. no new events or settles; 2. no new work (workers see the stop flag);
         # 3. a running command gets the grace, then its group is stopped.
         self._share_down(None)
@@ -322,7 +337,26 @@ class Daemon:
                 assert self._ledger is not None
                 self._catch_up(self._ledger, watcher)
 
+    def _warn_if_frames_unwatched(self) -> None:
+        """recursive: false with frames in sub-folders (where the Seestar writes them): say so."""
+        if self.config.image_watcher.recursive or self._checked_subfolders:
+            return
+        self._checked_subfolders = True
+        try:
+            folders = folders_with_frames(self.root, self._wanted)
+        except OSError:
+            return
+        if folders:
+            log.warning(
+                "watch.subfolders_not_watched",
+                folders=len(folders),
+                example=folders[0],
+                fix="set image_watcher.recursive: true (the Seestar writes into"
+                " MyWorks/<target>_sub/)",
+            )
+
     def _catch_up(self, ledger: Ledger, watcher: ImageWatcher) -> None:
+        self._warn_if_frames_unwatched()
         started, seen, new, folders = time.monotonic(), 0, 0, {self.root}
         try:
             for path, info in self._list():
@@ -365,6 +399,7 @@ class Daemon:
 
     def _run_once(self, ledger: Ledger) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
+        self._warn_if_frames_unwatched()
         for path, info in self._list():
             version = version_of(self.root, path, info.st_size, info.st_mtime_ns)
             if ledger.knows(version):

@@ -118,9 +118,11 @@ class Demo:
             name = f"Light_{TARGET}_10.0s_IRCUT_{when:%Y%m%d-%H%M%S}.fit"
             sky = Sky(stars=star_field(40, seed=1, fwhm=3.5 + 0.3 * i), seed=i)
             data = frame_bytes(sky, header(TARGET, 10.0, when))
-            self._write_like_a_scope(folder / name, data, via_temp=(i == 1))
+            via_temp = i == 1
+            self._write_like_a_scope(folder / name, data, via_temp=via_temp)
             names.append(name)
-            self.say(f"{self._clock()}  scope     wrote {name}")
+            how = " (via a .tmp name, renamed)" if via_temp else ""
+            self.say(f"{self._clock()}  scope     wrote {name}{how} + .jpg, _thn.jpg twins")
             time.sleep(CADENCE)
         broken = f"Light_{TARGET}_10.0s_IRCUT_{start:%Y%m%d-%H%M%S}_broken.fit"
         (folder / broken).write_bytes(b"this is not a FITS file\n" * 100)
@@ -155,7 +157,9 @@ class Demo:
     def _show(self, entry: dict[str, Any]) -> None:
         event = entry.get("event")
         frame = os.path.basename(str(entry.get("frame", entry.get("path", ""))))
-        if event == "watcher.started":
+        if event == "watch.subfolders_not_watched":
+            self.say(f"{self._clock()}  warning   {entry.get('fix')}")
+        elif event == "watcher.started":
             self.say(f"{self._clock()}  daemon    watching ({entry.get('observer')} events)")
             self._started.set()
         elif event == "frame.settled":

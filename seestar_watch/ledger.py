@@ -84,8 +84,11 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise cannot_write(self.path.with_suffix(""), exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -130,11 +133,14 @@ class Ledger:
                 )
             ledger = cls(db, path)
             ledger._prepare(readonly)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise LedgerError(
-                f"the ledger {path} is unreadable or corrupt ({exc}); it is never recreated by"
-                " itself: move it aside to start afresh, or restore a backup"
-            ) from None
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
+        except sqlite3.OperationalError as exc:
+            if _is_access_problem(exc):
+                raise cannot_write(path, exc) from None
+            raise _corrupt(path, exc) from None
+        except sqlite3.DatabaseError as exc:
+            raise _corrupt(path, exc) from None
         return ledger
 
     def _prepare(self, readonly: bool) -> None:
@@ -190,6 +196,14 @@ class Ledger:
                 (version.relpath, version.size, version.mtime_ns),
             ).fetchone()
             return None if row is None else (int(row[0]), str(row[1]))
+
+    def latest_state(self, relpath: bytes) -> str | None:
+        """The state of the newest version recorded at `relpath`, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM frames WHERE relpath = ? ORDER BY id DESC LIMIT 1", (relpath,)
+            ).fetchone()
+            return None if row is None else str(row[0])
 
     def knows(self, version: Version) -> bool:
         return self.find(version) is not None
@@ -401,6 +415,31 @@ class Ledger:
             ).fetchall()
         keys = ("relpath", "state", "attempts", "exit_code", "updated_at", "reason", "duration")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _corrupt(path: Path, exc: Exception) -> LedgerError:
+    return LedgerError(
+        f"the ledger {path} is unreadable or corrupt ({exc}); it is never recreated by"
+        " itself: move it aside to start afresh, or restore a backup"
+    )
+
+
+def _is_access_problem(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's words for a file or folder it may not open or write (not a damaged file)."""
+    message = str(exc).lower()
+    return any(
+        words in message
+        for words in ("unable to open", "readonly", "read-only", "disk i/o error", "permission")
+    )
+
+
+def cannot_write(path: Path, exc: Exception) -> LedgerError:
+    """A ledger whose file or folder this user cannot create or write: say which and how."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return LedgerError(
+        f"cannot write the ledger {path} ({why}); set state.path to a file on a writable"
+        f" local disk, or fix the permissions of {path.parent}"
+    )
 
 
 def _to_json(header: dict[str, Any] | None) -> str | None:

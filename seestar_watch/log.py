@@ -29,10 +29,22 @@ def escape(value: str) -> str:
     return repr(value)[1:-1]
 
 
+def count_of(number: int, one: str, many: str | None = None) -> str:
+    """ "1 folder", "2 folders", "1 retry", "2 retries": for lines a person reads."""
+    return f"{number} {one if number == 1 else many or one + 's'}"
+
+
 def _escape_strings(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and key != "exception":
             event[key] = escape(value)
+    return event
+
+
+def _drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`reason=None` says nothing: a key with no value is left out of the line."""
+    for key in [key for key, value in event.items() if value is None]:
+        del event[key]
     return event
 
 
@@ -46,6 +58,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         fmt = "console" if stream.isatty() else "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _drop_none,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=False),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -26,6 +27,13 @@ log = structlog.get_logger("seestar_watch.manual")
 Progress = Callable[[list[int]], Iterable[int]]
 
 
+class Outcome(NamedTuple):
+    """What became of one frame named on the command line: its state, and why if need be."""
+
+    state: str  # done | failed | rejected | pending | not run
+    note: str = ""
+
+
 def relpath_inside(config: Config, path: Path) -> str:
     """`path` relative to watch_path; a UserError when it lies outside."""
     root = os.path.abspath(config.image_watcher.watch_path)
@@ -37,11 +45,11 @@ def relpath_inside(config: Config, path: Path) -> str:
 
 def process_paths(
     config: Config, paths: Sequence[Path], *, force: bool, progress: Progress = list
-) -> dict[str, str]:
+) -> dict[str, Outcome]:
     """Run the pipeline on `paths` now; returns each path's final state (or why it did not run)."""
     relpaths = {str(path): relpath_inside(config, path) for path in paths}
     daemon = Daemon(config)
-    outcomes: dict[str, str] = {}
+    outcomes: dict[str, Outcome] = {}
     with daemon.handling_signals(), locked_ledger(config) as ledger:
         queued = {}
         for shown, relpath in relpaths.items():
@@ -52,30 +60,34 @@ def process_paths(
                 queued[frame_id] = shown
         processor = FrameProcessor(config, ledger, daemon.should_abort, daemon.share_answers)
         for frame_id in progress(list(queued)):
-            outcomes[queued[frame_id]] = _run_until_settled(ledger, processor, frame_id, daemon)
+            state = _run_until_settled(ledger, processor, frame_id, daemon)
+            outcomes[queued[frame_id]] = Outcome(state)
     return outcomes
 
 
-def _queue(config: Config, ledger: Ledger, relpath: str, *, force: bool) -> tuple[int | None, str]:
+def _queue(
+    config: Config, ledger: Ledger, relpath: str, *, force: bool
+) -> tuple[int | None, Outcome]:
+    """The frame's ledger id, made pending (skipped, failed and new frames run too), or why not."""
     root = str(config.image_watcher.watch_path.absolute())
     source = os.path.join(root, relpath)
     header = read_header(source)
     if header.identity is None or header.status in (Status.GONE, Status.UNAVAILABLE):
-        return None, f"not readable: {header.reason}"
+        return None, Outcome("not run", f"not readable: {header.reason}")
     version = version_of(root, source, *header.identity[2:])
     if header.status is Status.INCOMPLETE:
-        return None, f"still arriving: {header.reason}"
+        return None, Outcome("not run", f"still arriving: {header.reason}")
     if header.status is Status.INVALID:
         ledger.add_rejected(version, header.reason)
-        return None, f"rejected: {header.reason}"
+        return None, Outcome("rejected", header.reason)
     found = ledger.find(version)
     state = None if found is None else found[1]
     if state == "done" and not force:
-        return None, "already done (use --force to run it again)"
+        return None, Outcome("done", "already done: --force runs it again")
     if force or state not in ("pending", "running"):
         ledger.force_pending(version, header.cards)
         found = ledger.find(version)
-    return (None if found is None else found[0]), "pending"
+    return (None if found is None else found[0]), Outcome("pending")
 
 
 def _run_until_settled(
@@ -93,13 +105,25 @@ def _run_until_settled(
     return state
 
 
-def retry_paths(config: Config, paths: Sequence[Path] | None) -> int:
-    """Failed frames (all, or those at `paths`) back to pending; returns how many."""
-    relpaths = (
-        None if paths is None else [os.fsencode(relpath_inside(config, path)) for path in paths]
-    )
+def retry_paths(config: Config, paths: Sequence[Path] | None) -> tuple[int, dict[str, str]]:
+    """Failed frames (all, or those at `paths`) back to pending: how many, and for each
+    named path that was not failed, what it is and what would run it."""
+    named = None if paths is None else {str(p): relpath_inside(config, p) for p in paths}
     ledger = Ledger.open(config.state.ledger)
     try:
-        return ledger.retry_failed(relpaths)
+        if named is None:
+            return ledger.retry_failed(None), {}
+        others = {}
+        for shown, relpath in named.items():
+            state = ledger.latest_state(os.fsencode(relpath))
+            if state is None:
+                others[shown] = "never seen; `seestar-watch process PATH` runs it"
+            elif state in ("pending", "running"):
+                others[shown] = f"{state}, not failed: it runs without a retry"
+            elif state != "failed":
+                others[shown] = (
+                    f"{state}, not failed; `seestar-watch process --force PATH` runs it again"
+                )
+        return ledger.retry_failed([os.fsencode(r) for r in named.values()]), others
     finally:
         ledger.close()

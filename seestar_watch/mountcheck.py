@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seestar_watch.config import WatcherConfig
+from seestar_watch.log import count_of
 from seestar_watch.mounts import Mount, choose_observer, mount_containing, read_mount_table
 from seestar_watch.scan import frame_filter, list_frames
 from seestar_watch.share import (
@@ -23,7 +24,9 @@ from seestar_watch.share import (
     ProbeTimeout,
     SingleFlight,
     check_share,
+    enclosing_share,
     mount_at,
+    not_mounted_reason,
 )
 
 SHARE = "//seestar.local/EMMC Images"
@@ -177,14 +180,13 @@ def _check_mounted(
     if config.mount_point is not None:
         mount = mount_at(point, mounts)
         if mount is None:
-            report.checks.append(
-                Check(
-                    "mounted",
-                    "fail",
-                    f"nothing is mounted at {point}",
-                    mount_command(point, system),
-                )
+            enclosing = enclosing_share(point, mounts)
+            fix = (
+                mount_command(point, system)
+                if enclosing is None
+                else f"set image_watcher.mount_point: {enclosing.mount_point} in the config"
             )
+            report.checks.append(Check("mounted", "fail", not_mounted_reason(point, mounts), fix))
             return None
     else:
         mount = mount_containing(watch, mounts)
@@ -249,23 +251,39 @@ def _count(
 ) -> None:
     watch = os.path.abspath(config.watch_path)
 
-    def count() -> tuple[int, int]:
+    def count() -> tuple[int, int, int]:
         frames = list(list_frames(watch, recursive=True, wanted=frame_filter(config.ignore)))
         folders = {os.path.dirname(path) for path, _ in frames}
-        return len(frames), len(folders)
+        below = sum(1 for path, _ in frames if os.path.dirname(path) != watch)
+        return len(frames), len(folders), below
 
     try:
-        report.frames, report.targets = prober.call(count, max(0.1, deadline - time.monotonic()))
+        report.frames, report.targets, below = prober.call(
+            count, max(0.1, deadline - time.monotonic())
+        )
     except ProbeTimeout:
         report.checks.append(Check("readable", "warning", "still counting frames at the timeout"))
         return
     except OSError as exc:
         report.checks.append(Check("readable", "fail", f"listing failed: {exc.strerror or exc}"))
         return
-    where = "" if config.recursive else " (recursive: false watches only the top folder)"
     report.checks.append(
-        Check("readable", "ok", f"{report.frames} FITS frames in {report.targets} folders{where}")
+        Check(
+            "readable",
+            "ok",
+            f"{count_of(report.frames, 'FITS frame')} in {count_of(report.targets, 'folder')}",
+        )
     )
+    if below and not config.recursive:
+        report.checks.append(
+            Check(
+                "recursive",
+                "warning",
+                f"{count_of(below, 'FITS frame')} in sub-folders of {watch} will never be seen:"
+                " recursive is false (the Seestar writes into MyWorks/<target>_sub/)",
+                "set image_watcher.recursive: true in the config",
+            )
+        )
 
 
 def render(report: MountReport) -> str:

@@ -12,16 +12,20 @@ the command itself has exited, the pipes are given a moment and then closed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
+import re
 import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to the group
@@ -69,18 +73,64 @@ def child_environment(extra: Mapping[str, str], event: Mapping[str, Any]) -> dic
     return env
 
 
-def command_problem(program: str) -> str | None:
-    """Why `program` cannot be started from here (for check-config), or None."""
-    if "{" in program:
-        return None  # the program itself comes from a placeholder: known only per frame
+SELF = "seestar-watch"
+# Interpreters whose first plain argument is a script file that must exist.
+INTERPRETERS = re.compile(r"(python|pypy)[0-9.]*|bash|sh|dash|zsh|perl|ruby|node|Rscript|julia")
+
+
+def resolve_program(argv: Sequence[str]) -> list[str]:
+    """The argv to start: `seestar-watch` means this very seestar-watch, wherever it is
+    installed (a virtual environment is not on a service's PATH)."""
+    if argv and argv[0] == SELF:
+        return [sys.executable, "-m", "seestar_watch", *argv[1:]]
+    return list(argv)
+
+
+def command_problem(argv: Sequence[str], folder: Path) -> str | None:
+    """Why the command cannot be started from `folder`, its working folder, or None.
+
+    Checks the program and, for an interpreter (`python3 my_photometry.py`), its script:
+    a relative path is looked up in `folder` (the config file's folder), as when it runs.
+    """
+    problem = _program_problem(argv[0], folder)
+    if problem:
+        return problem
+    script = _script_argument(argv)
+    if script is not None and not (folder / script).is_file():
+        return f"{script}: no such file" + _looked_in(script, folder)
+    return None
+
+
+def _program_problem(program: str, folder: Path) -> str | None:
+    if "{" in program or program == SELF:
+        return None  # from a placeholder (known only per frame), or this very program
     if os.sep in program:
-        if not os.path.isfile(program):
-            return f"{program}: no such file"
-        if not os.access(program, os.X_OK):
-            return f"{program}: not executable (chmod +x it)"
+        path = folder / program
+        if not path.is_file():
+            return f"{program}: no such file" + _looked_in(program, folder)
+        if not os.access(path, os.X_OK):
+            return f"{program}: not executable (chmod +x {path})"
         return None
     if shutil.which(program) is None:
         return f"{program}: not found on PATH ({os.environ.get('PATH', '')})"
+    return None
+
+
+def _looked_in(path: str, folder: Path) -> str:
+    if os.path.isabs(path):
+        return ""
+    return f" (looked in {folder}, the config file's folder, where the command runs)"
+
+
+def _script_argument(argv: Sequence[str]) -> str | None:
+    """The script an interpreter is given (`python3 -u x.py` -> x.py), or None."""
+    if not INTERPRETERS.fullmatch(os.path.basename(argv[0])):
+        return None
+    for previous, argument in itertools.pairwise(argv):
+        if previous in ("-m", "-c", "-e", "-E", "--eval"):
+            return None  # a module or inline code, not a file
+        if not argument.startswith("-"):
+            return None if "{" in argument else argument
     return None
 
 
@@ -90,6 +140,7 @@ def run_command(
     stdin_data: bytes,
     env: Mapping[str, str],
     timeout: float,
+    cwd: Path | None = None,
     should_abort: Callable[[], bool],
     on_line: OnLine,
     output_limit: int = OUTPUT_LIMIT,
@@ -103,6 +154,7 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env),
+            cwd=cwd,
             start_new_session=True,
             close_fds=True,
         )
@@ -111,7 +163,7 @@ def run_command(
     output = _Output(on_line, output_limit)
     outcome = _pump(process, stdin_data, output, started + timeout, should_abort)
     if outcome != "exited":
-        _stop_group(process)
+        _signal_group(process.pid, signal.SIGKILL)  # whatever of the group is left
     exit_code = process.wait()
     output.flush()
     return RunResult(outcome, exit_code, time.monotonic() - started, dropped_bytes=output.dropped)
@@ -132,7 +184,12 @@ def _pump(
     deadline: float,
     should_abort: Callable[[], bool],
 ) -> str:
-    """Feed stdin and read output until the command is done; returns the outcome."""
+    """Feed stdin and read output until the command is done; returns the outcome.
+
+    On a timeout or an abort the group gets SIGTERM *while its output is still read*:
+    a command that traps TERM to clean up must not die of SIGPIPE, and its last words
+    are logged. SIGKILL follows after TERM_GRACE; the pipes are closed only at the end.
+    """
     streams: dict[IO[bytes], str] = {process.stdout: "stdout", process.stderr: "stderr"}  # type: ignore[dict-item]
     with selectors.DefaultSelector() as selector:
         for stream, name in streams.items():
@@ -142,7 +199,7 @@ def _pump(
         assert process.stdin is not None
         os.set_blocking(process.stdin.fileno(), False)
         selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
-        exited_at: float | None = None
+        outcome, exited_at, kill_at = "exited", None, math.inf
         try:
             while True:
                 now = time.monotonic()
@@ -151,12 +208,15 @@ def _pump(
                 if exited_at is not None and (
                     not selector.get_map() or now - exited_at > DRAIN_AFTER_EXIT
                 ):
-                    return "exited"
-                if now >= deadline:
-                    return "timeout"
-                if should_abort():
-                    return "aborted"
-                for key, _ in selector.select(min(TICK, deadline - now)):
+                    return outcome
+                if outcome == "exited" and (now >= deadline or should_abort()):
+                    outcome = "timeout" if now >= deadline else "aborted"
+                    _signal_group(process.pid, signal.SIGTERM)
+                    kill_at = now + TERM_GRACE
+                elif exited_at is None and now >= kill_at:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    kill_at = math.inf
+                for key, _ in selector.select(min(TICK, max(0.0, deadline - now)) or TICK):
                     pending = _service(selector, key, pending, output)
         finally:
             for key in list(selector.get_map().values()):
@@ -190,14 +250,6 @@ def _service(
         selector.unregister(stream)
         stream.close()
     return pending
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the command's whole process group, then SIGKILL after a grace."""
-    _signal_group(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(TERM_GRACE)
-    _signal_group(process.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -1,8 +1,10 @@
 """`seestar-watch quicklook`: a first look at one frame, as a pipeline stage.
 
 For one raw Seestar sub: sky background and noise, stars detected, median FWHM
-(pixels and arcsec), and aperture photometry of the target at the frame centre
-(the Seestar centres its target) as an instrumental magnitude with its SNR.
+(pixels and arcsec), and aperture photometry of the target as an instrumental
+magnitude with its SNR. The Seestar centres its target only roughly (a plate-solved
+goto leaves it tens of pixels off; an M 94 core sits ~90 px from the centre), so the
+target is the brightest source within TARGET_RADIUS raw pixels of the centre.
 
 Bayer: an S50 sub is a raw GRBG mosaic. Rather than demosaic (which invents
 two thirds of the values) each 2x2 G-R-B-G cell is summed into one "superpixel":
@@ -30,12 +32,13 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from seestar_watch.errors import UserError
+from seestar_watch.fitsheader import Status, read_header
 
 DETECT_SIGMA = 5.0
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 ARCSEC_PER_RADIAN = 206_264.8
 ARCSEC = '"'
-SEARCH_RADIUS = 12  # superpixels from the centre where the target is looked for
+TARGET_RADIUS = 150  # raw pixels from the centre (~6 arcmin on an S50) holding the target
 CSV_FIELDS = [
     "file",
     "OBJECT",
@@ -49,6 +52,8 @@ CSV_FIELDS = [
     "fwhm_arcsec",
     "target_x",
     "target_y",
+    "target_dx",
+    "target_dy",
     "flux",
     "inst_mag",
     "snr",
@@ -64,6 +69,8 @@ class Measurement:
     fwhm_arcsec: float | None
     target_x: float | None  # raw pixel column of the target's centroid
     target_y: float | None
+    target_dx: float | None  # raw pixels from the frame's centre (+: right, +: down)
+    target_dy: float | None
     flux: float | None  # ADU in the aperture, sky removed
     inst_mag: float | None  # -2.5 log10(flux / EXPTIME)
     snr: float | None
@@ -74,12 +81,20 @@ class QuicklookError(UserError):
 
 
 def load(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The image and header of a complete FITS frame; QuicklookError says, in one line,
+    why a file is not one (checked by our own header reader, not astropy's messages)."""
+    checked = read_header(os.fspath(path))
+    if checked.status is Status.INCOMPLETE:
+        raise QuicklookError(f"cannot read {path}: truncated ({checked.reason})")
+    if checked.status is not Status.COMPLETE:
+        raise QuicklookError(f"cannot read {path}: {checked.reason}")
     try:
         with fits.open(path, memmap=False) as hdus:
             hdu = hdus[0]
             data, header = hdu.data, dict(hdu.header)
     except (OSError, ValueError, TypeError) as exc:
-        raise QuicklookError(f"cannot read {path}: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise QuicklookError(f"cannot read {path}: {reason}") from None
     if data is None or data.ndim != 2 or min(data.shape) < 16:
         raise QuicklookError(f"{path} is not a 2-D image (shape {getattr(data, 'shape', None)})")
     return np.asarray(data, dtype=np.float64), header
@@ -101,7 +116,8 @@ def measure(raw: np.ndarray, header: dict[str, Any]) -> Measurement:
     sigma = float(np.median(widths)) if widths else None
     fwhm_px = 2 * sigma * FWHM_PER_SIGMA if sigma else None  # superpixel -> raw pixels
     scale = pixel_scale(header)
-    target = photometry(image, sky, noise, sigma or 1.5, float(header.get("EXPTIME") or 0))
+    exposure = float(header.get("EXPTIME") or 0)
+    target = photometry(image, sky, noise, sigma or 1.5, exposure=exposure, peaks=peaks)
     return Measurement(
         background=round(sky / 4, 3),
         noise=round(noise / 2, 3),
@@ -162,15 +178,24 @@ def pixel_scale(header: dict[str, Any]) -> float | None:
 
 
 def photometry(
-    image: np.ndarray, sky: float, noise: float, sigma: float, exposure: float
+    image: np.ndarray,
+    sky: float,
+    noise: float,
+    sigma: float,
+    *,
+    exposure: float,
+    peaks: list[tuple[int, int]],
 ) -> dict[str, float | None]:
-    """Aperture photometry of the brightest source near the centre; target_* in raw pixels."""
-    cy, cx = image.shape[0] // 2, image.shape[1] // 2
-    window = image[
-        cy - SEARCH_RADIUS : cy + SEARCH_RADIUS + 1, cx - SEARCH_RADIUS : cx + SEARCH_RADIUS + 1
-    ]
-    py, px = np.unravel_index(int(np.argmax(window)), window.shape)
-    y, x = _centroid(image - sky, cy - SEARCH_RADIUS + int(py), cx - SEARCH_RADIUS + int(px))
+    """Aperture photometry of the brightest source within TARGET_RADIUS of the centre.
+
+    `peaks` are the detections, brightest first; target_* are in raw pixels. No source
+    there, or no flux above the local sky, gives None everywhere: no target found.
+    """
+    cy, cx = image.shape[0] / 2 - 0.5, image.shape[1] / 2 - 0.5
+    near = [(y, x) for y, x in peaks if 2 * math.hypot(y - cy, x - cx) <= TARGET_RADIUS]
+    if not near:
+        return dict.fromkeys(NO_TARGET)
+    y, x = _centroid(image - sky, *near[0])
     fwhm = sigma * FWHM_PER_SIGMA
     radius, inner, outer = 2.0 * fwhm, 3.0 * fwhm, 5.0 * fwhm
     yy, xx = np.indices(image.shape)
@@ -179,16 +204,22 @@ def photometry(
     local_sky = float(np.median(image[annulus]))
     count = int(aperture.sum())
     flux = float(image[aperture].sum() - count * local_sky)
+    if flux <= 0:
+        return dict.fromkeys(NO_TARGET)
     # CCD equation with the measured sky noise; the header has no EGAIN, so 1 e-/ADU
-    error = math.sqrt(max(flux, 0.0) + count * noise**2 * (1 + count / max(1, annulus.sum())))
-    good = flux > 0 and exposure > 0
+    error = math.sqrt(flux + count * noise**2 * (1 + count / max(1, annulus.sum())))
     return {
         "target_x": _round(2 * x + 0.5),
         "target_y": _round(2 * y + 0.5),
+        "target_dx": _round(2 * (x - cx)),
+        "target_dy": _round(2 * (y - cy)),
         "flux": _round(flux),
-        "inst_mag": _round(-2.5 * math.log10(flux / exposure)) if good else None,
-        "snr": _round(flux / error) if error > 0 else None,
+        "inst_mag": _round(-2.5 * math.log10(flux / exposure)) if exposure > 0 else None,
+        "snr": _round(flux / error),
     }
+
+
+NO_TARGET = ("target_x", "target_y", "target_dx", "target_dy", "flux", "inst_mag", "snr")
 
 
 def _centroid(image: np.ndarray, y: int, x: int, radius: int = 3) -> tuple[float, float]:
@@ -208,20 +239,34 @@ def summary(name: str, header: dict[str, Any], result: Measurement) -> str:
     def show(value: float | None, unit: str = "", fmt: str = ".2f") -> str:
         return "-" if value is None else f"{value:{fmt}}{unit}"
 
+    if result.flux is None:
+        target = f"no target found within {TARGET_RADIUS} px of the centre"
+    else:
+        target = (
+            f"mag={show(result.inst_mag, fmt='.3f')} snr={show(result.snr, fmt='.0f')}"
+            f" at ({round(result.target_dx or 0):+d}, {round(result.target_dy or 0):+d}) px"
+            " from the centre"
+        )
     return (
         f"{name}: {header.get('OBJECT', '?')} bkg={result.background:.1f}"
         f" noise={result.noise:.2f} stars={result.stars}"
-        f" fwhm={show(result.fwhm_px, 'px')} ({show(result.fwhm_arcsec, ARCSEC)})"
-        f" mag={show(result.inst_mag, fmt='.3f')} snr={show(result.snr, fmt='.0f')}"
+        f" fwhm={show(result.fwhm_px, 'px')} ({show(result.fwhm_arcsec, ARCSEC)}) {target}"
     )
 
 
 def append_csv(path: Path, name: str, header: dict[str, Any], result: Measurement) -> None:
     """One row per frame; the header line is written once, when the file is new or empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     row = {"file": name, **{key: header.get(key) for key in CSV_FIELDS[1:5]}, **asdict(result)}
-    with path.open("a", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
-        if out.tell() == 0:
-            writer.writeheader()
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+            if out.tell() == 0:
+                writer.writeheader()
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    except OSError as exc:
+        raise QuicklookError(
+            f"cannot write the CSV {path}: {exc.strerror or exc}; give --csv a file in a folder"
+            " you can write (under the system service: one listed in ReadWritePaths=, which"
+            " `seestar-watch service install` adds for quicklook's --csv)"
+        ) from None

@@ -44,7 +44,7 @@ def status_table(report: dict[str, Any]) -> str:
 
     counts = report["counts"]
     lines = ["  ".join(f"{state} {counts[state]}" for state in STATES), ""]
-    if not report["frames"]:
+    if not any(counts.values()):
         lines.append(f"no frames recorded yet (ledger: {report['ledger']})")
     for frame in report["frames"]:
         code = "-" if frame["exit_code"] is None else str(frame["exit_code"])

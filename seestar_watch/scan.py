@@ -65,3 +65,22 @@ def list_frames(
 
 def version_of(root: str, path: str, size: int, mtime_ns: int) -> Version:
     return Version(os.fsencode(os.path.relpath(path, root)), size, mtime_ns)
+
+
+def folders_with_frames(root: str, wanted: Callable[[str], bool], limit: int = 1000) -> list[str]:
+    """Sub-folders of `root` (one level down) that hold frames: what `recursive: false` misses.
+
+    One listing of root and one of each of its first `limit` sub-folders; raises OSError.
+    """
+    with os.scandir(root) as entries:
+        folders = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+    found = []
+    for folder in folders[:limit]:
+        try:
+            with os.scandir(folder) as entries:
+                if any(wanted(e.name) for e in entries):
+                    found.append(folder)
+        except OSError as exc:
+            if exc.errno in SHARE_ERRNOS:
+                raise
+    return found

@@ -9,14 +9,18 @@ where the service manager looks, and prints the commands that enable them.
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
 import plistlib
+import pwd
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from seestar_watch.config import Config
 
 UNIT_NAME = "seestar-watch.service"
 AGENT_LABEL = "local.seestar-watch"
@@ -119,6 +123,10 @@ class Rendered:
     enable: list[str]  # commands (for a person) that enable and start it
     stop: list[list[str]]  # argv that stop and disable it, run by `service uninstall`
     folders: list[Path]  # folders that must exist first
+    notes: list[str] = field(default_factory=list)  # what a person must know besides
+    # folders the service writes to, created for (and owned by) the user it runs as
+    data_folders: list[Path] = field(default_factory=list)
+    run_as: str | None = None
 
 
 def executable() -> list[str]:
@@ -140,10 +148,15 @@ def render_systemd(
 ) -> Rendered:
     exec_start = shlex.join([*command, "run", "--config", str(config)])
     home = home or Path.home()
+    notes = []
     if user:
         path = home / ".config" / "systemd" / "user" / UNIT_NAME
         text = _USER_UNIT.format(exec_start=exec_start)
         ctl = ["systemctl", "--user"]
+        notes.append(
+            "and keep it running when you are not logged in (without this, the user unit"
+            f" stops at logout and the night is lost):\n  loginctl enable-linger {default_user()}"
+        )
     else:
         path = Path("/etc/systemd/system") / UNIT_NAME
         run_as = run_as or default_user()
@@ -170,7 +183,28 @@ def render_systemd(
             [*(["systemctl", "--user"] if user else ["systemctl"]), "disable", "--now", UNIT_NAME]
         ],
         folders=[path.parent],
+        notes=notes,
+        data_folders=[] if user else list(writable or []),
+        run_as=run_as,
     )
+
+
+def writable_folders(config: Config) -> list[Path]:
+    """Where the daemon and its own stages write, besides the unit's own state folder (the
+    default for the ledger and the archive): state.path and archive.path when set, and the
+    folder of a `quicklook --csv FILE` in the pipeline. The rest of the disk is read-only
+    to the system unit, the home folders included."""
+    folders = []
+    if config.state.path is not None:
+        folders.append(config.state.path.parent)
+    if config.archive.enabled and config.archive.path is not None:
+        folders.append(config.archive.path)
+    command = list(config.pipeline.command)
+    if "quicklook" in command:
+        for option, value in itertools.pairwise(command):
+            if option == "--csv" and "{" not in value:
+                folders.append((config.folder / os.path.expanduser(value)).parent)
+    return list(dict.fromkeys(folders))
 
 
 def _writable_line(paths: list[Path]) -> str:
@@ -216,9 +250,25 @@ def default_user() -> str:
 def install(rendered: Rendered) -> None:
     for folder in rendered.folders:
         folder.mkdir(parents=True, exist_ok=True)
+    for folder in rendered.data_folders:
+        _make_folder_for(folder, rendered.run_as)
     temporary = rendered.path.with_name(rendered.path.name + ".new")
     temporary.write_text(rendered.text)
     temporary.replace(rendered.path)
+
+
+def _make_folder_for(folder: Path, owner: str | None) -> None:
+    """Create `folder` (and missing parents) owned by `owner`: under ProtectHome=read-only the
+    service itself could not create a folder in a home, and sudo would make it root's."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir()
+        if owner is not None and os.geteuid() == 0:
+            user = pwd.getpwnam(owner)
+            os.chown(created, user.pw_uid, user.pw_gid)
 
 
 def uninstall(rendered: Rendered) -> list[str]:

@@ -105,6 +105,25 @@ def mount_at(point: str, mounts: list[Mount]) -> Mount | None:
     return found[-1] if found else None
 
 
+def enclosing_share(point: str, mounts: list[Mount]) -> Mount | None:
+    """The network or FUSE mount that `point` lies inside (not at), e.g. smbnetfs's host folder."""
+    mount = mount_containing(point, mounts)
+    if mount is None or not mount.is_network:
+        return None
+    return mount if os.path.normpath(mount.mount_point) != os.path.normpath(point) else None
+
+
+def not_mounted_reason(point: str, mounts: list[Mount]) -> str:
+    """Why mount_point has no mount: nothing there, or it is a folder inside another mount."""
+    enclosing = enclosing_share(point, mounts)
+    if enclosing is None:
+        return f"nothing is mounted at {point}"
+    return (
+        f"nothing is mounted at {point}: it is a folder inside the {enclosing.fstype} mount at"
+        f" {enclosing.mount_point}; set image_watcher.mount_point: {enclosing.mount_point}"
+    )
+
+
 def probe_folder(path: str) -> float:
     """stat and start listing `path`; the seconds it took. Raises OSError."""
     started = time.monotonic()
@@ -126,7 +145,7 @@ def check_share(
         point = os.path.abspath(config.mount_point)
         mount = mount_at(point, mounts)
         if mount is None:
-            return ShareState(Availability.MISSING, f"nothing is mounted at {point}", None)
+            return ShareState(Availability.MISSING, not_mounted_reason(point, mounts), None)
     else:
         mount = mount_containing(watch, mounts)
     try:

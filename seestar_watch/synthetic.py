@@ -123,13 +123,18 @@ def star_field(
     width: int = WIDTH,
     height: int = HEIGHT,
     target_flux: float = 400_000.0,
+    target_alone: float = 180.0,
 ) -> list[Star]:
-    """Well separated stars of assorted brightness, with a bright 'target' at the centre."""
+    """Well separated stars of assorted brightness, with a bright 'target' at the centre,
+    alone within `target_alone` pixels (where quicklook looks for the target)."""
     rng = np.random.default_rng(seed)
-    stars = [Star(width / 2 - 0.5, height / 2 - 0.5, target_flux, fwhm)]
+    target = Star(width / 2 - 0.5, height / 2 - 0.5, target_flux, fwhm)
+    stars = [target]
     while len(stars) < count:
         x = float(rng.uniform(margin, width - margin))
         y = float(rng.uniform(margin, height - margin))
+        if math.hypot(x - target.x, y - target.y) <= target_alone:
+            continue
         if all(math.hypot(x - s.x, y - s.y) > 40 for s in stars):
             stars.append(Star(x, y, float(rng.uniform(30_000, 300_000)), fwhm))
     return stars

@@ -98,6 +98,14 @@ def _signature(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
+def _remember(memory: dict[str, Any], path: str, value: Any) -> None:
+    """Set memory[path], most recent last, forgetting the oldest beyond MAX_REMEMBERED."""
+    memory.pop(path, None)
+    memory[path] = value
+    if len(memory) > MAX_REMEMBERED:
+        del memory[next(iter(memory))]
+
+
 class _Dispatch(FileSystemEventHandler):
     """Hands events over and never raises: an exception would kill watchdog's dispatcher."""
 
@@ -144,8 +152,11 @@ class ImageWatcher:
         self._observer: BaseObserver | None = None
         self._lock = threading.Lock()
         self._stopped = False
-        self._incomplete_since: dict[str, float] = {}
+        # path -> ((size, mtime_ns) first seen incomplete, when): a rescan's notice() must not
+        # restart the give-up clock of a frame that stays truncated all night
+        self._incomplete_since: dict[str, tuple[tuple[int, int] | None, float]] = {}
         self._fired: dict[str, tuple[int, int, int, int]] = {}  # path -> identity last fired
+        self._gave_up: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) given up on
 
     @property
     def is_running(self) -> bool:
@@ -221,10 +232,8 @@ class ImageWatcher:
         self._touch(os.path.abspath(path))
 
     def _touch(self, path: str) -> None:
-        if self._wanted(os.path.basename(path)):
-            self._incomplete_since.pop(path, None)
-            if self._settler.touch(path):
-                log.debug("frame.detected", path=path)
+        if self._wanted(os.path.basename(path)) and self._settler.touch(path):
+            log.debug("frame.detected", path=path)
 
     def _on_quiet(self, path: str) -> float | None:
         """The path has been quiet: fire, wait again (None = done with it)."""
@@ -232,24 +241,44 @@ class ImageWatcher:
             info = os.lstat(path)
         except OSError as exc:
             if exc.errno in SHARE_ERRNOS:
-                return self._retry(path, Status.UNAVAILABLE, "share unavailable")
+                return self._retry(path, None, Status.UNAVAILABLE, "share unavailable")
+            self._incomplete_since.pop(path, None)
             return None
         if not stat.S_ISREG(info.st_mode):
+            self._incomplete_since.pop(path, None)
             return None  # FIFOs, symlinks, devices, folders: never opened, never reported
         header = read_header(path)
         if header.status in (Status.INCOMPLETE, Status.UNAVAILABLE):
-            return self._retry(path, header.status, header.reason)
+            version = (info.st_size, info.st_mtime_ns)
+            return self._retry(path, version, header.status, header.reason)
         self._incomplete_since.pop(path, None)
         if header.status is not Status.GONE:
             self._settled_once(path, header)
         return None
 
-    def _retry(self, path: str, status: Status, reason: str) -> float | None:
+    def _retry(
+        self, path: str, version: tuple[int, int] | None, status: Status, reason: str
+    ) -> float | None:
+        """Look again later, or give up once this version has been incomplete for too long.
+
+        The clock starts the first time *this version* (size, mtime) is seen incomplete and
+        restarts only when the file changes: a frame that grows is being written, a frame
+        that stays cut off at 8 KB is given up on after incomplete_timeout however many
+        events or rescans notice it meanwhile. An unavailable share (no version known)
+        keeps the clock of whatever version was seen last.
+        """
+        if version is not None and self._gave_up.get(path) == version:
+            return None  # reported once already; a new version starts afresh
         now = time.monotonic()
-        since = self._incomplete_since.setdefault(path, now)
+        seen, since = self._incomplete_since.get(path, (version, now))
+        if version is not None and seen is not None and seen != version:
+            since = now  # it changed: still arriving
+        self._incomplete_since[path] = (version if version is not None else seen, since)
         if now - since < self.incomplete_timeout:
             return max(self.debounce_delay, 0.1)
         self._incomplete_since.pop(path, None)
+        if seen is not None:
+            _remember(self._gave_up, path, seen)
         self.on_gave_up(path, status, reason, now - since)
         return None
 
@@ -262,10 +291,7 @@ class ImageWatcher:
             if self._stopped:
                 return
         if self.on_settled(path, header) and header.identity is not None:
-            self._fired.pop(path, None)
-            self._fired[path] = header.identity
-            if len(self._fired) > MAX_REMEMBERED:
-                del self._fired[next(iter(self._fired))]
+            _remember(self._fired, path, header.identity)
 
     # -- hooks a subclass may replace (the daemon records into its ledger) ----
 

@@ -18,7 +18,13 @@ import structlog
 from seestar_watch.archive import ArchiveError, ShareUnavailable, SourceChanged, archive_copy
 from seestar_watch.config import Config
 from seestar_watch.ledger import Frame, Ledger
-from seestar_watch.pipeline import RunResult, child_environment, event_json, run_command
+from seestar_watch.pipeline import (
+    RunResult,
+    child_environment,
+    event_json,
+    resolve_program,
+    run_command,
+)
 from seestar_watch.placeholders import expand
 
 log = structlog.get_logger("seestar_watch.worker")
@@ -89,13 +95,14 @@ class FrameProcessor:
             "stem": os.path.splitext(name)[0],
             "size_kb": f"{size_kb:.1f}",
         }
-        argv = expand(pipeline.command, values)
+        argv = resolve_program(expand(pipeline.command, values))
         bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
         result = run_command(
             argv,
             stdin_data=event_json(event).encode(),
             env=child_environment(pipeline.env, event),
             timeout=pipeline.timeout,
+            cwd=self.config.folder,  # relative paths in the command mean the config's folder
             should_abort=self.should_abort,
             on_line=lambda stream, line: bound.info("pipeline.output", stream=stream, line=line),
         )

@@ -38,10 +38,11 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
     assert watcher.watch_path == Path("/mnt/seestar/MyWorks")
     assert watcher.enabled is True
     assert watcher.debounce_delay == 2.0
-    assert watcher.recursive is False
+    assert watcher.recursive is True  # the Seestar writes into MyWorks/<target>_sub/
     assert watcher.observer == "auto"
     assert watcher.poll_interval == 2.0
-    assert config.pipeline.command == ("python3", "my_photometry.py", "{path}")
+    assert watcher.incomplete_timeout == 300
+    assert config.pipeline.command[:3] == ("seestar-watch", "quicklook", "{path}")
     assert watcher.rescan_interval == 60 and watcher.ignore == ("Stacked_*", "DSO_Stacked_*")
     pipeline = config.pipeline
     assert (pipeline.timeout, pipeline.retries, pipeline.retry_delay) == (600, 2, 30)
@@ -49,6 +50,42 @@ def test_the_example_config_is_valid_and_documents_the_defaults() -> None:
     assert config.archive.enabled is True
     assert config.state.process_existing is False
     assert (config.logging.format, config.logging.level) == ("auto", "info")
+
+
+def test_a_config_without_recursive_watches_the_target_folders() -> None:
+    # the Seestar never writes a frame directly into MyWorks/: recursive is the default
+    assert parse_config(valid(), Path("x.yaml")).image_watcher.recursive is True
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = valid(watch_path="share/MyWorks", mount_point="share")
+    raw["state"] = {"path": "state/ledger.sqlite3"}
+    raw["archive"] = {"path": "../archive"}
+    monkeypatch.chdir("/")  # the current folder does not matter
+    config = parse_config(raw, tmp_path / "etc" / "config.yaml")
+    assert config.image_watcher.watch_path == tmp_path / "etc" / "share" / "MyWorks"
+    assert config.image_watcher.mount_point == tmp_path / "etc" / "share"
+    assert config.state.ledger == tmp_path / "etc" / "state" / "ledger.sqlite3"
+    assert config.archive.folder == tmp_path / "archive"
+    assert config.folder == tmp_path / "etc"
+
+
+@pytest.mark.parametrize("level", ["INFO", "Info", "debug", "WARNING"])
+def test_choices_are_accepted_in_any_case(level: str) -> None:
+    raw = valid(observer="Polling")
+    raw["logging"] = {"level": level, "format": "JSON"}
+    config = parse_config(raw, Path("x.yaml"))
+    assert config.logging.level == level.lower() and config.logging.format == "json"
+    assert config.image_watcher.observer == "polling"
+
+
+def test_incomplete_timeout_is_a_setting() -> None:
+    config = parse_config(valid(incomplete_timeout=5), Path("x.yaml"))
+    assert config.image_watcher.incomplete_timeout == 5
+    with pytest.raises(ConfigError, match="incomplete_timeout: expected a number > 0"):
+        parse_config(valid(incomplete_timeout=0), Path("x.yaml"))
 
 
 def test_optional_sections_default_to_platform_folders(

@@ -6,13 +6,15 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import frame_bytes, real_header, small_header, wait_for, write_frame
-from tests.harness import DaemonProcess, Scope, started_daemon
+from tests.harness import RECORDER, DaemonProcess, Scope, started_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -253,19 +255,38 @@ def test_an_output_flood_is_capped(scope: Scope, daemons: list[DaemonProcess]) -
     daemon.stop()
 
 
-def test_a_missing_command_fails_each_frame_clearly(
+def test_a_command_that_vanishes_fails_each_frame_clearly(
     scope: Scope, daemons: list[DaemonProcess]
 ) -> None:
-    scope.update(pipeline={"command": ["/nonexistent/photometry", "{path}"], "retries": 0})
+    program = scope.root / "photometry"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    scope.update(pipeline={"command": [str(program), "{path}"], "retries": 0})
     daemon = start(scope, daemons)
+    program.unlink()  # uninstalled while the daemon runs
     frame(scope, "a.fit")
     failed = daemon.wait_for_event("frame.failed")
-    assert failed[0]["reason"] == "command not found: /nonexistent/photometry"
+    assert failed[0]["reason"] == f"command not found: {program}"
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.text()
     check = scope.cli("check-config")
     assert check.returncode == 1
-    assert "pipeline.command: /nonexistent/photometry" in check.stderr
+    assert f"pipeline.command: {program}" in check.stderr
+
+
+def test_run_refuses_to_start_with_what_check_config_reports(scope: Scope) -> None:
+    scope.update(pipeline={"command": ["/nonexistent/photometry", "{path}"]})
+    scope.update(image_watcher={"watch_path": str(scope.root / "config.yaml")})  # a file
+    check = scope.cli("check-config")
+    existing = frame(scope, "x.fit")
+    for args in (["run"], ["run", "--once"], ["process", str(existing)]):
+        result = scope.cli(*args)
+        assert result.returncode == 1, args
+        assert "pipeline.command: /nonexistent/photometry: no such file" in result.stderr
+        assert "image_watcher.watch_path:" in result.stderr and "is a file" in result.stderr
+        assert result.stderr == check.stderr
+        assert "Traceback" not in result.stderr
+    assert not scope.ledger.exists()  # nothing was started
 
 
 def test_two_daemons_on_one_ledger(scope: Scope, daemons: list[DaemonProcess]) -> None:
@@ -434,8 +455,8 @@ def test_process_runs_now_and_force_reruns(scope: Scope) -> None:
     result = scope.cli("process", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("done")
-    again = scope.cli("process", str(path))
-    assert again.returncode == 1 and "already done" in again.stdout
+    again = scope.cli("process", str(path))  # done is done: exit 0, as the README says
+    assert again.returncode == 0 and "already done" in again.stdout
     forced = scope.cli("process", str(path), "--force")
     assert forced.returncode == 0
     assert scope.run_sources() == [str(path), str(path)]
@@ -484,7 +505,8 @@ def test_a_second_ctrl_c_stops_at_once(scope: Scope, daemons: list[DaemonProcess
     daemon.wait_for_event("daemon.stopping")
     assert daemon.stop(signal.SIGINT, timeout=15) == 0
     stopped = daemon.events("daemon.stopped")[0]
-    assert stopped["stuck_threads"] is None  # no thread left behind
+    assert stopped.get("stuck_threads") is None  # no thread left behind
+    assert "second Ctrl-C" in daemon.events("daemon.stopping")[0]["note"]
     assert json.loads(scope.cli("status", "--json").stdout)["counts"]["pending"] == 1
 
 
@@ -523,3 +545,112 @@ def test_no_wait_exits_1_when_nothing_is_mounted(scope: Scope) -> None:
     assert result.returncode == 1
     assert f"nothing is mounted at {scope.share.parent}" in result.stderr
     assert "check-mount" in result.stderr
+
+
+def test_a_ledger_folder_that_cannot_be_written_is_one_line_and_exit_1(
+    scope: Scope, read_only_folder: Path
+) -> None:
+    ledger = read_only_folder / "state" / "ledger.sqlite3"
+    scope.update(state={"path": str(ledger)})
+    for args in (["run"], ["run", "--once"], ["check-config"]):
+        result = scope.cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "state.path: cannot create" in result.stderr
+        assert "read-only file system" in result.stderr
+        assert "bug" not in result.stderr and "Traceback" not in result.stderr
+    retried = scope.cli("retry", "--failed")
+    assert retried.returncode == 1
+    assert f"cannot write the ledger {ledger}" in retried.stderr
+    assert "corrupt" not in retried.stderr and "Traceback" not in retried.stderr
+
+
+def test_frames_in_sub_folders_with_recursive_off_are_warned_about(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.update(image_watcher={"recursive": False})
+    frame(scope, "old.fit")  # in MyWorks/M 42_sub/, where the Seestar writes
+    daemon = start(scope, daemons)
+    warning = daemon.wait_for_event("watch.subfolders_not_watched")[0]
+    assert warning["folders"] == 1 and warning["example"].endswith("M 42_sub")
+    assert "recursive: true" in warning["fix"]
+    daemon.stop()
+    once = scope.cli("run", "--once")
+    assert "watch.subfolders_not_watched" in once.stderr
+
+
+def test_a_truncated_frame_is_given_up_on_despite_rescans(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.update(image_watcher={"incomplete_timeout": 2, "rescan_interval": 0.5})
+    daemon = start(scope, daemons)
+    cut = frame(scope, "cut.fit", frame_bytes(real_header())[:8192])
+    rejected = daemon.wait_for_event("frame.rejected", timeout=20)
+    assert rejected[0]["path"] == str(cut) and "incomplete" in rejected[0]["reason"]
+    daemon.wait_for_event("scan.finished", count=len(daemon.events("scan.finished")) + 3)
+    assert len(daemon.events("frame.rejected")) == 1  # recorded once, then left alone
+    daemon.stop()
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["rejected"] == 1
+
+
+def test_process_existing_on_an_existing_ledger_says_it_does_nothing(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    old = frame(scope, "old.fit")
+    start(scope, daemons).stop()  # the first start: old.fit is skipped
+    daemon = start(scope, daemons, "--process-existing")
+    ignored = daemon.wait_for_event("ledger.process_existing_ignored")[0]
+    assert "seestar-watch process PATH" in ignored["note"]
+    daemon.stop()
+    assert scope.runs() == []
+    result = scope.cli("process", str(old))  # what the note says runs a skipped frame
+    assert result.returncode == 0 and scope.run_sources() == [str(old)]
+
+
+def test_small_things_a_user_reads(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    daemon = start(scope, daemons)
+    done = frame(scope, "a.fit")
+    daemon.wait_for_event("pipeline.finished")
+    daemon.stop()
+    for entry in daemon.logs():  # `reason=None` says nothing: such keys are left out
+        assert None not in entry.values(), entry
+    counts_only = scope.cli("status", "--limit", "0")
+    assert counts_only.returncode == 0 and "done 1" in counts_only.stdout
+    assert "no frames recorded" not in counts_only.stdout and "a.fit" not in counts_only.stdout
+    retried = scope.cli("retry", str(done))
+    assert retried.returncode == 0
+    assert "done, not failed; `seestar-watch process --force PATH` runs it again" in retried.stdout
+    check = scope.cli("check-config")
+    assert "0 retries" not in check.stdout and "worker(s)" not in check.stdout
+    assert "1 worker," not in check.stdout and "1 worker" in check.stdout
+
+
+def test_relative_paths_mean_the_same_ledger_from_any_folder(scope: Scope, tmp_path: Path) -> None:
+    scope.update(
+        image_watcher={"watch_path": "share/MyWorks"},
+        state={"path": "state/ledger.sqlite3"},
+        archive={"path": "archive"},
+        pipeline={"command": ["python3", "recorder.py", "{path}"]},
+    )
+    checked = scope.cli("check-config")
+    assert checked.returncode == 1  # the script is looked for beside the config
+    assert "recorder.py: no such file (looked in" in checked.stderr
+    (scope.root / "recorder.py").write_text(RECORDER.read_text())
+    scope.update(state={"process_existing": True})
+    frame(scope, "a.fit")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "run", "--once", "-c", str(scope.config_path)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert scope.ledger.exists() and not (elsewhere / "state").exists()
+    assert len(scope.runs()) == 1 and scope.runs()[0]["argv"][0].startswith(str(scope.archive))
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["done"] == 1

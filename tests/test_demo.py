@@ -38,6 +38,9 @@ def test_demo_runs_every_frame_once_rejects_the_broken_one_and_keeps_what_it_mad
     assert len(list((keep / "archive").rglob("*.fit"))) == 3
     assert (keep / "state" / "ledger.sqlite3").exists()
     assert len(list((keep / "share" / "MyWorks" / "M 42_sub").glob("*_thn.jpg"))) == 3
+    # what the demo promises to show: a temporary name renamed, and the jpg twins
+    assert len(re.findall(r"scope\s+wrote .*\(via a \.tmp name, renamed\)", out)) == 1
+    assert len(re.findall(r"scope\s+wrote .*\.jpg, _thn\.jpg twins", out)) == 3
 
 
 def test_demo_cleans_up_after_itself() -> None:

@@ -20,7 +20,9 @@ def test_quick_start_has_exactly_two_commands_one_runs_the_program_one_the_tests
     commands = quick_start_commands()
     assert len(commands) == 2
     assert "seestar-watch" in commands[0]
-    assert commands[1].endswith("python3 -m pytest")
+    assert commands[1].endswith(".venv/bin/python -m pytest")
+    for command in commands:  # a stock Debian's system pip refuses to install
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install")
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
@@ -43,3 +45,10 @@ def test_every_config_key_is_documented_in_the_readme_and_the_example() -> None:
         for spec in fields(cls):
             assert f"`{section}.{spec.name}`" in README, f"{section}.{spec.name}"
             assert f"{spec.name}:" in example, f"{section}.{spec.name}"
+
+
+def test_the_events_and_flags_a_user_meets_are_documented() -> None:
+    for name in ("daemon.stopping", "watcher.started", "watch.subfolders_not_watched"):
+        assert f"`{name}`" in README, name
+    assert "`-V`" in README and "`-h`" in README
+    assert "enable-linger" in README

@@ -14,6 +14,7 @@ from seestar_watch.mounts import (
     parse_mountinfo,
     read_mount_table,
 )
+from seestar_watch.share import not_mounted_reason
 from tests.conftest import DATA
 
 LINUX = parse_mountinfo((DATA / "mounts" / "linux-mountinfo.txt").read_text())
@@ -99,3 +100,13 @@ def test_auto_without_a_mount_table_is_native() -> None:
 def test_this_machines_mount_table_reads() -> None:
     mounts = read_mount_table()
     assert mount_containing("/", mounts) is not None
+
+
+def test_a_mount_point_inside_a_fuse_mount_names_the_mount_to_use() -> None:
+    # smbnetfs mounts the network at one point and shows each host as a folder inside it
+    reason = not_mounted_reason("/tmp/seestar-smb/mnt/127.0.0.1", LINUX)
+    assert "it is a folder inside the fuse.smbnetfs mount at /tmp/seestar-smb/mnt" in reason
+    assert reason.endswith("set image_watcher.mount_point: /tmp/seestar-smb/mnt")
+    mac = not_mounted_reason("/Volumes/EMMC Images/MyWorks", MACOS)
+    assert mac.endswith("set image_watcher.mount_point: /Volumes/EMMC Images")
+    assert not_mounted_reason("/mnt/elsewhere", LINUX) == "nothing is mounted at /mnt/elsewhere"

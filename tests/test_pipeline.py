@@ -13,13 +13,16 @@ import pytest
 from seestar_watch.config import parse_config
 from seestar_watch.errors import ConfigError
 from seestar_watch.pipeline import (
+    TERM_GRACE,
     RunResult,
     child_environment,
     command_problem,
     event_json,
+    resolve_program,
     run_command,
 )
 from seestar_watch.placeholders import expand, unknown_placeholders
+from tests.conftest import wait_for
 
 
 def run(
@@ -75,8 +78,15 @@ def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     result, _ = run(code, timeout=1.0)
     assert result.outcome == "timeout"
     assert time.monotonic() - started < 10
-    child = int(pidfile.read_text())
-    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+    child = Path(f"/proc/{int(pidfile.read_text())}")
+
+    def gone() -> bool:  # SIGKILL is delivered asynchronously: give the kernel a moment
+        try:
+            return "Z" in child.joinpath("stat").read_text().split()[2]
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout=5)
 
 
 def test_sigterm_ignored_then_sigkill() -> None:
@@ -137,10 +147,11 @@ def test_missing_and_non_executable_commands(tmp_path: Path) -> None:
         on_line=lambda stream, line: None,
     )
     assert denied.outcome == "not_started" and "not executable" in denied.error
-    assert command_problem("/nonexistent/cmd") == "/nonexistent/cmd: no such file"
-    assert "not executable" in (command_problem(str(script)) or "")
-    assert "not found on PATH" in (command_problem("no-such-program-xyz") or "")
-    assert command_problem("python3") is None
+    here = Path.cwd()
+    assert command_problem(["/nonexistent/cmd"], here) == "/nonexistent/cmd: no such file"
+    assert "not executable" in (command_problem([str(script)], here) or "")
+    assert "not found on PATH" in (command_problem(["no-such-program-xyz"], here) or "")
+    assert command_problem(["python3"], here) is None
 
 
 def test_event_json_is_strict_json_even_with_infinite_values() -> None:
@@ -180,3 +191,91 @@ def test_unknown_placeholders_are_config_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, Path("c.yaml"))
     assert caught.value.problems[0].startswith("pipeline.command: unknown placeholder {file}")
+
+
+TRAPS_TERM = (
+    "import signal, sys, time\n"
+    "def clean_up(*_):\n"
+    "    print('cleaning up', flush=True)\n"
+    "    time.sleep(0.3)\n"
+    "    print('cleaned', flush=True)\n"
+    "    sys.exit(7)\n"
+    "signal.signal(signal.SIGTERM, clean_up)\n"
+    "print('started', flush=True)\n"
+    "while True: time.sleep(0.05)\n"
+)
+
+
+@pytest.mark.parametrize("how", ["timeout", "abort"])
+def test_a_command_that_traps_term_cleans_up_and_its_last_words_are_logged(how: str) -> None:
+    # the group gets SIGTERM while its output is still read: no SIGPIPE (-13), nothing lost
+    started = time.monotonic()
+    aborting = {"now": False}
+
+    def should_abort() -> bool:
+        if how == "abort" and time.monotonic() - started > 0.5:
+            aborting["now"] = True
+        return aborting["now"]
+
+    lines: list[tuple[str, str]] = []
+    result = run_command(
+        [sys.executable, "-c", TRAPS_TERM],
+        stdin_data=b"",
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=0.5 if how == "timeout" else 30,
+        should_abort=should_abort,
+        on_line=lambda stream, line: lines.append((stream, line)),
+    )
+    assert result.outcome == ("timeout" if how == "timeout" else "aborted")
+    assert result.exit_code == 7  # its own exit after cleaning up, not -13 (SIGPIPE)
+    assert [line for _, line in lines] == ["started", "cleaning up", "cleaned"]
+
+
+def test_a_command_that_ignores_term_is_killed_after_the_grace() -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    started = time.monotonic()
+    result, _ = run(code, timeout=0.3)
+    assert result.outcome == "timeout" and result.exit_code == -9
+    assert time.monotonic() - started < 0.3 + TERM_GRACE + 3
+
+
+def test_command_problem_looks_for_scripts_in_the_config_folder(tmp_path: Path) -> None:
+    assert command_problem(["python3", "-u", "my_photometry.py", "{path}"], tmp_path) == (
+        "my_photometry.py: no such file (looked in"
+        f" {tmp_path}, the config file's folder, where the command runs)"
+    )
+    (tmp_path / "my_photometry.py").write_text("print('hi')\n")
+    assert command_problem(["python3", "-u", "my_photometry.py", "{path}"], tmp_path) is None
+    assert command_problem(["python3", "-m", "some.module", "{path}"], tmp_path) is None
+    assert command_problem(["bash", "{path}"], tmp_path) is None
+    assert "no such file" in (command_problem(["./photometry.sh"], tmp_path) or "")
+    assert command_problem(["seestar-watch", "quicklook", "{path}"], tmp_path) is None
+
+
+def test_seestar_watch_as_the_program_is_this_seestar_watch(tmp_path: Path) -> None:
+    # a virtual environment's bin/ is not on a service's PATH: run this installation
+    lines: list[tuple[str, str]] = []
+    result = run_command(
+        resolve_program(["seestar-watch", "--version"]),
+        stdin_data=b"",
+        env={"PATH": "/nonexistent"},
+        timeout=30,
+        should_abort=lambda: False,
+        on_line=lambda stream, line: lines.append((stream, line)),
+    )
+    assert result.succeeded, lines
+    assert lines[0][1].startswith("seestar-watch, version")
+
+
+def test_the_command_runs_in_the_given_folder(tmp_path: Path) -> None:
+    lines: list[tuple[str, str]] = []
+    run_command(
+        [sys.executable, "-c", "import os; print(os.getcwd())"],
+        stdin_data=b"",
+        env={},
+        timeout=10,
+        cwd=tmp_path,
+        should_abort=lambda: False,
+        on_line=lambda stream, line: lines.append((stream, line)),
+    )
+    assert lines == [("stdout", str(tmp_path))]

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seestar_watch.quicklook import find_peaks, load, measure, pixel_scale, superpixels
+from seestar_watch.quicklook import (
+    TARGET_RADIUS,
+    find_peaks,
+    load,
+    measure,
+    pixel_scale,
+    summary,
+    superpixels,
+)
 from seestar_watch.synthetic import Sky, Star, frame_bytes, render, star_field
 from tests.conftest import REAL_HEADERS, real_header
 
@@ -105,3 +113,73 @@ def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot read") and len(result.stderr.splitlines()) == 1
+
+
+def quicklook(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "quicklook", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_csv_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, read_only_folder: Path
+) -> None:
+    frame = tmp_path / "a.fit"
+    frame.write_bytes(frame_bytes(Sky(stars=star_field(5, seed=2))))
+    result = quicklook(str(frame), "--csv", str(read_only_folder / "quicklook.csv"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot write the CSV {read_only_folder}")
+    assert len(result.stderr.splitlines()) == 1 and "bug" not in result.stderr
+
+
+def test_a_truncated_frame_is_one_line_not_astropys_message(tmp_path: Path) -> None:
+    frame = tmp_path / "cut.fit"
+    frame.write_bytes(frame_bytes(Sky(stars=star_field(5, seed=2)))[:100_000])
+    result = quicklook(str(frame))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot read {frame}: truncated")
+    assert len(result.stderr.splitlines()) == 1 and "astropy" not in result.stderr.lower()
+
+
+def test_the_target_is_the_brightest_source_near_the_centre_and_where_it_is_is_said() -> None:
+    # the scope left the target 90 px right and 40 px up of the centre; a faint star sits
+    # at the centre itself
+    target = Star(539.5 + 90, 959.5 - 40, 300_000, 4.0)
+    sky = Sky(background=1000, noise=10, stars=[Star(539.5, 959.5, 20_000, 4.0), target])
+    raw = render(sky).astype(np.float64)
+    result = measure(raw, {"EXPTIME": 10.0})
+    assert result.flux == pytest.approx(300_000, rel=0.02)
+    assert result.target_dx == pytest.approx(90, abs=0.5)
+    assert result.target_dy == pytest.approx(-40, abs=0.5)
+    line = summary("a.fit", {"OBJECT": "M 94"}, result)
+    assert "at (+90, -40) px from the centre" in line
+
+
+def test_no_source_near_the_centre_is_no_target_found_not_a_negative_flux() -> None:
+    far = Star(539.5 + TARGET_RADIUS + 60, 959.5, 300_000, 4.0)  # outside the radius
+    raw = render(Sky(background=1000, noise=10, stars=[far])).astype(np.float64)
+    result = measure(raw, {"EXPTIME": 10.0})
+    assert result.stars == 1
+    assert result.flux is None and result.inst_mag is None and result.snr is None
+    assert "no target found" in summary("a.fit", {}, result)
+
+
+REAL_FRAMES = Path(__file__).parents[2] / "shared" / "fixtures" / "seestar"
+
+
+@pytest.mark.skipif(
+    not REAL_FRAMES.is_dir(), reason="the real Seestar frames are in ../shared (not in a clone)"
+)
+@pytest.mark.parametrize("name", sorted(p.name for p in REAL_FRAMES.glob("*.fit")))
+def test_real_subs_give_a_target_with_a_positive_flux(name: str) -> None:
+    # on real M 94 subs the galaxy core is ~65 px off the centre: it was `mag=-` before
+    raw, header = load(REAL_FRAMES / name)
+    result = measure(raw, header)
+    assert result.flux is not None and result.flux > 0
+    assert result.inst_mag is not None and result.snr is not None and result.snr > 20
+    assert result.target_dx is not None and result.target_dy is not None
+    assert math.hypot(result.target_dx, result.target_dy) <= TARGET_RADIUS

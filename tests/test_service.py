@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from seestar_watch.service import executable, render_launchd, render_systemd
+from seestar_watch.service import Rendered, executable, install, render_launchd, render_systemd
 from tests.conftest import wait_for, write_frame
 from tests.harness import Scope
 
@@ -220,6 +220,52 @@ def test_service_install_checks_the_config_first(home: Path, tmp_path: Path) -> 
     assert not (home / ".config" / "systemd").exists()
 
 
+def test_a_user_unit_says_to_enable_lingering(home: Path, tmp_path: Path) -> None:
+    scope = Scope(tmp_path / "scope")
+    installed = cli(home, "service", "install", "--user", "-c", str(scope.config_path))
+    assert installed.returncode == 0, installed.stderr
+    assert "loginctl enable-linger" in installed.stdout
+    assert "stops at logout" in installed.stdout
+
+
+@pytest.mark.parametrize(
+    "flags", [["--systemd", "--launchd"], ["--launchd", "--systemd"], ["--launchd", "--user"]]
+)
+def test_contradictory_service_flags_are_a_usage_error(
+    home: Path, tmp_path: Path, flags: list[str]
+) -> None:
+    scope = Scope(tmp_path / "scope")
+    for verb in ("install", "uninstall"):
+        result = cli(home, "service", verb, *flags, "-c", str(scope.config_path))
+        assert result.returncode == 2, result.stderr
+        assert "Error:" in result.stderr
+    assert not (home / "Library").exists() and not (home / ".config" / "systemd").exists()
+
+
+def test_the_readme_quicklook_example_can_write_under_the_system_unit(
+    home: Path, tmp_path: Path
+) -> None:
+    # ProtectHome=read-only: the CSV's folder must be in ReadWritePaths, and exist
+    scope = Scope(tmp_path / "scope")
+    csv = home / "seestar" / "quicklook.csv"
+    scope.update(pipeline={"command": ["seestar-watch", "quicklook", "{path}", "--csv", str(csv)]})
+    printed = cli(home, "service", "install", "--systemd", "--print", "-c", str(scope.config_path))
+    assert printed.returncode == 0, printed.stderr
+    writable = unit_settings(printed.stdout)["ReadWritePaths"][0].split()
+    assert f"-{csv.parent}" in writable and f"-{scope.archive}" in writable
+    settings = unit_settings(printed.stdout)
+    assert settings["ProtectHome"] == ["read-only"]
+
+
+def test_service_install_checks_what_run_would_check(home: Path, tmp_path: Path) -> None:
+    scope = Scope(tmp_path / "scope")
+    scope.update(pipeline={"command": ["python3", "my_photometry.py", "{path}"]})
+    result = cli(home, "service", "install", "--user", "-c", str(scope.config_path))
+    assert result.returncode == 1
+    assert "my_photometry.py: no such file (looked in" in result.stderr
+    assert not (home / ".config" / "systemd").exists()
+
+
 @pytest.fixture(params=["path", "abstract"])
 def notify_socket(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -288,3 +334,24 @@ def test_without_notify_socket_nothing_is_sent() -> None:
     notifier.ready("x")  # does nothing, raises nothing
     assert Notifier({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
     assert Notifier({"WATCHDOG_USEC": "30000000"}).watchdog_interval == 30.0
+
+
+def test_install_creates_the_folders_the_service_writes_for_its_user(tmp_path: Path) -> None:
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    rendered = Rendered(
+        "[Unit]\n",
+        tmp_path / "system" / "seestar-watch.service",
+        enable=[],
+        stop=[],
+        folders=[tmp_path / "system"],
+        data_folders=[tmp_path / "home" / "seestar"],
+        run_as="nobody",
+    )
+    install(rendered)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert (tmp_path / "home" / "seestar").stat().st_uid == nobody
+    assert (tmp_path / "home").stat().st_uid == nobody  # created too, so also the user's
+    assert (tmp_path / "system").stat().st_uid == 0

@@ -130,6 +130,21 @@ def test_check_mount_on_a_local_folder_warns_that_it_may_not_be_the_share(tmp_pa
     assert report.observer == "native"
 
 
+def test_check_mount_warns_when_frames_sit_in_folders_that_are_not_watched(
+    tmp_path: Path,
+) -> None:
+    write_frame(tmp_path / "MyWorks" / "M 42_sub" / "a.fit")
+    write_frame(tmp_path / "MyWorks" / "M 42_sub" / "b.fit")
+    report = check_mount(watcher_config(tmp_path / "MyWorks", recursive=False), 5, "linux")
+    checks = {check.name: check for check in report.checks}
+    assert checks["readable"].detail == "2 FITS frames in 1 folder"
+    assert checks["recursive"].status == "warning"
+    assert "2 FITS frames in sub-folders" in checks["recursive"].detail
+    assert checks["recursive"].fix == "set image_watcher.recursive: true in the config"
+    watched = check_mount(watcher_config(tmp_path / "MyWorks", recursive=True), 5, "linux")
+    assert "recursive" not in {check.name for check in watched.checks}
+
+
 def test_check_mount_with_nothing_at_the_mount_point(tmp_path: Path) -> None:
     (tmp_path / "mnt" / "MyWorks").mkdir(parents=True)
     config = watcher_config(tmp_path / "mnt" / "MyWorks", mount_point=str(tmp_path / "mnt"))

@@ -153,6 +153,43 @@ def test_a_file_that_never_completes_is_reported_once_and_not_fired(
     assert warnings[0]["path"] == str(tmp_path / "truncated.fit")
 
 
+def test_rescans_do_not_restart_the_give_up_clock_of_a_truncated_frame(
+    tmp_path: Path, recorder: Recorder, watch: Any, logs: list[dict[str, Any]]
+) -> None:
+    # a copy cut off at 8 KB of 4 MB stays so all night; every rescan notices it again
+    watcher = watch(observer="native", incomplete_timeout=2.0)
+    path = tmp_path / "cut_off.fit"
+    path.write_bytes(frame_bytes()[:8192])
+    started = time.monotonic()
+
+    def noticed_until_given_up() -> bool:
+        watcher.notice(str(path))  # a rescan every 0.5 s: quiet in between, but 4 per timeout
+        return bool(events_named(logs, "frame.incomplete"))
+
+    wait_for(noticed_until_given_up, timeout=10, interval=0.5)
+    assert time.monotonic() - started < 6
+    for _ in range(10):  # the same version is not given up on twice
+        watcher.notice(str(path))
+    quiet_for(1.5)
+    assert len(events_named(logs, "frame.incomplete")) == 1
+    assert recorder.events == []
+
+
+def test_a_truncated_frame_that_grows_again_restarts_the_clock(
+    tmp_path: Path, recorder: Recorder, watch: Any, logs: list[dict[str, Any]]
+) -> None:
+    watch(observer="native", incomplete_timeout=1.0)
+    path = tmp_path / "slow.fit"
+    frame = frame_bytes(real_header())
+    with path.open("wb") as out:
+        for offset in range(0, len(frame), len(frame) // 8):  # a stalled link: 0.4 s pauses
+            out.write(frame[offset : offset + len(frame) // 8])
+            out.flush()
+            time.sleep(0.4)
+    wait_for(lambda: recorder.events)
+    assert events_named(logs, "frame.incomplete") == []
+
+
 @pytest.mark.parametrize("observer", OBSERVERS)
 def test_only_fits_names_trigger(
     tmp_path: Path, recorder: Recorder, watch: Any, observer: str

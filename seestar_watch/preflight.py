@@ -1,0 +1,86 @@
+"""What must hold before frames can be run: checked by `check-config`, `run`, `process`
+and `service install` alike, so a daemon never starts only to fail every frame.
+
+Nothing here creates or writes anything: a folder that does not exist yet is fine
+when its nearest existing parent can be written (it is created at start).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from seestar_watch.config import Config
+from seestar_watch.errors import ConfigError
+from seestar_watch.pipeline import command_problem
+from seestar_watch.share import ProbeTimeout, SingleFlight
+
+WATCH_PATH_TIMEOUT = 2.0  # a hung share must not hold check-config or run's start
+
+
+def problems(config: Config) -> list[str]:
+    """Every reason the daemon could not run frames with this config, one line each."""
+    found = []
+    problem = command_problem(config.pipeline.command, config.folder)
+    if problem:
+        found.append(f"pipeline.command: {problem}")
+    found += _watch_path_problems(config.image_watcher.watch_path)
+    ledger = config.state.ledger
+    if ledger.is_dir():
+        found.append(
+            f"state.path: {ledger} is a folder; give the ledger file's path,"
+            f" e.g. {ledger / 'ledger.sqlite3'}"
+        )
+    else:
+        found += _unwritable("state.path", ledger.parent, "the ledger")
+    if config.archive.enabled:
+        found += _unwritable("archive.path", config.archive.folder, "the archive")
+    return found
+
+
+def require(config: Config) -> None:
+    """Raise the ConfigError that check-config would print, if anything is wrong."""
+    found = problems(config)
+    if found:
+        raise ConfigError(str(config.source), found)
+
+
+def _watch_path_problems(watch_path: Path) -> list[str]:
+    """A file is not a folder to watch; a missing or hung share is not a config problem."""
+    try:
+        is_file = SingleFlight("seestar-watch-preflight").call(
+            watch_path.is_file, WATCH_PATH_TIMEOUT
+        )
+    except (ProbeTimeout, OSError):
+        return []
+    if not is_file:
+        return []
+    return [
+        f"image_watcher.watch_path: {watch_path} is a file, not a folder; watch the folder"
+        " that holds the frames (the share's MyWorks/)"
+    ]
+
+
+def _unwritable(key: str, folder: Path, what: str) -> list[str]:
+    """Why `folder` cannot be created or written by this user, or nothing."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"{key}: cannot create {folder}: {existing} is not a folder"]
+    if os.access(existing, os.W_OK | os.X_OK):
+        return []
+    verb = "write to" if existing == folder else "create"
+    return [
+        f"{key}: cannot {verb} {folder} ({_why_unwritable(existing)}); set {key} to a folder"
+        f" on a writable local disk for {what}, or fix the permissions of {existing}"
+    ]
+
+
+def _why_unwritable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        pass
+    return f"no permission to write in {folder}"
