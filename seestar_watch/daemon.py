@@ -94,6 +94,7 @@ class Daemon:
         self.wait_for_share = wait_for_share
         self.root = str(config.image_watcher.watch_path.absolute())
         self.failed = 0  # frames that ended `failed` during this run
+        self._failed_lock = threading.Lock()
         self.folders = 0  # folders holding frames, at the last scan
         self.last_frame = ""  # "<name> <state>" of the last frame a worker finished
         self._wanted = frame_filter(config.image_watcher.ignore)
@@ -357,7 +358,7 @@ class Daemon:
 
     def _catch_up(self, ledger: Ledger, watcher: ImageWatcher) -> None:
         self._warn_if_frames_unwatched()
-        started, seen, new, folders = time.monotonic(), 0, 0, {self.root}
+        started, seen, new, folders = time.monotonic(), 0, 0, set()
         try:
             for path, info in self._list():
                 seen += 1
@@ -369,6 +370,7 @@ class Daemon:
             log.warning("scan.failed", path=self.root, error=str(exc))
             self.share.poke()
             return
+        self.folders = len(folders)  # for the STATUS line systemd shows
         log.debug(
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
         )
@@ -391,7 +393,8 @@ class Daemon:
             processor.ledger.finish(frame.id, "failed", reason=f"internal error: {exc!r}")
             state = "failed"
         if state == "failed":
-            self.failed += 1
+            with self._failed_lock:  # workers finish frames at the same time
+                self.failed += 1
         self.last_frame = f"{os.path.basename(os.fsdecode(frame.version.relpath))} {state}"
         return state
 

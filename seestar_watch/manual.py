@@ -51,6 +51,11 @@ def process_paths(
     daemon = Daemon(config)
     outcomes: dict[str, Outcome] = {}
     with daemon.handling_signals(), locked_ledger(config) as ledger:
+        # the ledger is ours alone: a row still `running` was left by a daemon that was killed
+        if recovered := ledger.recover_running():
+            log.warning(
+                "ledger.recovered", frames=recovered, note="left running by a killed daemon"
+            )
         queued = {}
         for shown, relpath in relpaths.items():
             frame_id, outcome = _queue(config, ledger, relpath, force=force)

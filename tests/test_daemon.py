@@ -654,3 +654,19 @@ def test_relative_paths_mean_the_same_ledger_from_any_folder(scope: Scope, tmp_p
     assert len(scope.runs()) == 1 and scope.runs()[0]["argv"][0].startswith(str(scope.archive))
     status = json.loads(scope.cli("status", "--json").stdout)
     assert status["counts"]["done"] == 1
+
+
+def test_process_runs_a_frame_a_killed_daemon_left_running(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:30")
+    daemon = start(scope, daemons)
+    path = frame(scope, "a.fit")
+    wait_for(scope.runs)
+    daemon.kill()  # the row stays `running`
+    assert json.loads(scope.cli("status", "--json").stdout)["counts"]["running"] == 1
+    scope.behave("ok")
+    result = scope.cli("process", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("done")
+    assert len(scope.runs()) == 2

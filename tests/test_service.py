@@ -326,6 +326,32 @@ def test_notify_ready_status_watchdog_stopping_and_no_injection(
     assert scope.runs()[0]["leaked"] == []  # the pipeline never sees NOTIFY_SOCKET or WATCHDOG_*
 
 
+def test_the_status_line_counts_the_folders_holding_frames(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock, address = notify_socket
+    scope = Scope(tmp_path / "scope")
+    write_frame(scope.share / "M 42_sub" / "a.fit")
+    write_frame(scope.share / "M 81_sub" / "b.fit")
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    daemon = scope.start()
+    messages: list[str] = []
+
+    def receive() -> None:
+        try:
+            while True:
+                messages.append(sock.recv(65536).decode())
+        except TimeoutError:
+            pass
+
+    try:  # STATUS= is sent every 5 s when it changed
+        wait_for(lambda: receive() or any("(2 folders)" in m for m in messages), timeout=20)
+        assert daemon.stop(signal.SIGTERM) == 0
+    finally:
+        daemon.close()
+    assert not any("(0 folders)" in m for m in messages[1:])
+
+
 def test_without_notify_socket_nothing_is_sent() -> None:
     from seestar_watch.notify import Notifier
 
