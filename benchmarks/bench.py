@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.smbshare and tests.conftest
 
-from seestar_watch.synthetic import Sky, frame_bytes, header, star_field  # noqa: E402
+from seestar_watch.tools.synthetic import Sky, frame_bytes, header, star_field  # noqa: E402
 
 
 def seestar_frame(seed: int = 0) -> bytes:

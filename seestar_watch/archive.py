@@ -12,12 +12,11 @@ from __future__ import annotations
 import errno
 import filecmp
 import os
-import stat
 import threading
 from pathlib import Path
 
 from seestar_watch.errors import SHARE_ERRNOS
-from seestar_watch.ledger import Version
+from seestar_watch.sources import OpenFrame, Source, Version
 
 CHUNK = 1 << 20
 
@@ -34,8 +33,8 @@ class ShareUnavailable(ArchiveError):
     """The share answered with an I/O error: nothing is known about the frame."""
 
 
-def archive_copy(source: str, root: Path, relpath: str, version: Version) -> Path:
-    """Copy `source` to `root/relpath` and return where the copy is."""
+def archive_copy(source: Source, relpath: str, root: Path, version: Version) -> Path:
+    """Copy the frame at `relpath` of `source` to `root/relpath`; where the copy is."""
     if os.path.isabs(relpath) or os.path.normpath(relpath).split(os.sep)[0] == os.pardir:
         raise ArchiveError(f"refusing a path outside the archive: {relpath!r}")
     destination = root / relpath
@@ -47,38 +46,35 @@ def archive_copy(source: str, root: Path, relpath: str, version: Version) -> Pat
     unique = f"{os.getpid()}.{threading.get_ident()}"
     temporary = destination.with_name(f".seestar-watch.{unique}.partial")
     try:
-        _copy_checked(source, temporary, version)
+        _copy_checked(source, relpath, temporary, version)
         return _place(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def _copy_checked(source: str, temporary: Path, version: Version) -> None:
+def _copy_checked(source: Source, relpath: str, temporary: Path, version: Version) -> None:
+    """Copy the frame through its source; it must be `version` before and after the copy."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with source.open(relpath) as frame:
+            _check_version(frame, version)
+            copied = _copy_into(frame, temporary)
+            if frame.changed():
+                raise SourceChanged("changed while it was copied (a newer version will follow)")
     except OSError as exc:
         raise _source_error(exc) from None
-    try:
-        _check_version(os.fstat(fd), version)
-        copied = _copy_into(fd, temporary)
-        _check_version(os.fstat(fd), version)
-    except OSError as exc:
-        raise _source_error(exc) from None
-    finally:
-        os.close(fd)
     if copied != version.size:
         raise SourceChanged(f"read {copied} bytes, expected {version.size}")
 
 
-def _copy_into(fd: int, temporary: Path) -> int:
-    """Copy the open source into a new file; local write errors are ArchiveErrors."""
+def _copy_into(frame: OpenFrame, temporary: Path) -> int:
+    """Copy the open frame into a new file; local write errors are ArchiveErrors."""
     try:
         out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise ArchiveError(f"cannot write {temporary.parent}: {exc.strerror}") from None
     copied = 0
     try:
-        while chunk := os.read(fd, CHUNK):
+        while chunk := frame.read(CHUNK):
             _write_all(out, chunk, temporary)
             copied += len(chunk)
         os.fsync(out)
@@ -97,10 +93,8 @@ def _write_all(out: int, chunk: bytes, temporary: Path) -> None:
         view = view[written:]
 
 
-def _check_version(info: os.stat_result, version: Version) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise SourceChanged("no longer a regular file")
-    if (info.st_size, info.st_mtime_ns) != (version.size, version.mtime_ns):
+def _check_version(frame: OpenFrame, version: Version) -> None:
+    if (frame.size, frame.mtime_ns) != (version.size, version.mtime_ns):
         raise SourceChanged("changed since it settled (a newer version will follow)")
 
 
@@ -109,6 +103,8 @@ def _source_error(exc: OSError) -> ArchiveError:
         return ShareUnavailable(os.strerror(exc.errno or 0))
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return SourceChanged("gone from the share before it could be copied")
+    if exc.errno == errno.EINVAL:
+        return SourceChanged("no longer a regular file")
     return ArchiveError(f"cannot read the frame: {exc.strerror}")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,13 +30,13 @@ config_option = click.option(
 )
 
 
-def reports_errors(command: F) -> F:
-    """A UserError becomes one clear line and its exit code; a bug, a logged traceback and 3."""
+class Commands(click.Group):
+    """The one error boundary, for every command and subcommand alike: a UserError becomes
+    one clear line and its exit code; a bug, a logged traceback and 3."""
 
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
@@ -46,13 +45,11 @@ def reports_errors(command: F) -> F:
         except KeyboardInterrupt:
             sys.exit(130)
         except Exception as exc:
-            import structlog
+            import logging
 
-            structlog.get_logger("seestar_watch").critical("internal_error", exc_info=True)
+            logging.getLogger("seestar_watch").critical("internal_error", exc_info=True)
             click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug)", err=True)
             sys.exit(EXIT_INTERNAL)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def load(config_path: Path | None) -> Config:
@@ -65,7 +62,7 @@ def load(config_path: Path | None) -> Config:
     return config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="seestar-watch")
 def cli() -> None:
     """Run your photometry command once for every frame a ZWO Seestar writes to its share."""
@@ -73,7 +70,6 @@ def cli() -> None:
 
 @cli.command("check-config")
 @config_option
-@reports_errors
 def check_config(config_path: Path | None) -> None:
     """Validate the config file and print a short summary (exit 1 when it has problems)."""
     from seestar_watch import preflight
@@ -96,7 +92,6 @@ def check_config(config_path: Path | None) -> None:
     type=click.FloatRange(min=0.1),
     help="Seconds to wait for the share to answer.",
 )
-@reports_errors
 def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None:
     """Is the share ready? Mount state, answers, frames seen, and the fix for each problem.
 
@@ -128,10 +123,9 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
     type=click.Path(file_okay=False, path_type=Path),
     help="Make the demo in this folder and keep it (config, ledger, archive, CSV).",
 )
-@reports_errors
 def demo(frames: int, keep: Path | None) -> None:
     """Show the whole thing working, with no telescope and no config, in under a minute."""
-    from seestar_watch.demo import run_demo
+    from seestar_watch.tools.demo import run_demo
 
     sys.exit(run_demo(frames, keep, click.echo))
 
@@ -144,14 +138,13 @@ def demo(frames: int, keep: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append one row of measurements to this CSV file (header written once).",
 )
-@reports_errors
 def quicklook(path: Path, csv_path: Path | None) -> None:
     """Background, noise, stars, FWHM and the centre target's instrumental magnitude of a frame.
 
     Made to be a pipeline stage:
     command: ["seestar-watch", "quicklook", "{path}", "--csv", "/home/you/quicklook.csv"]
     """
-    from seestar_watch.quicklook import append_csv, load, measure, summary
+    from seestar_watch.tools.quicklook import append_csv, load, measure, summary
 
     raw, header = load(path)
     result = measure(raw, header)
@@ -171,7 +164,6 @@ def quicklook(path: Path, csv_path: Path | None) -> None:
 @click.option(
     "--no-wait", is_flag=True, help="Exit 1 if the share is not there instead of waiting."
 )
-@reports_errors
 def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: bool) -> None:
     """Watch the share and run the pipeline once for every frame that finishes arriving.
 
@@ -194,7 +186,6 @@ def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: b
     "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--force", is_flag=True, help="Run frames that are already done again.")
-@reports_errors
 def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> None:
     """Run the pipeline now on the given frames (same path as the daemon: ledger and archive).
 
@@ -232,7 +223,6 @@ def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> N
     type=click.IntRange(0),
     help="How many recent frames to list.",
 )
-@reports_errors
 def status(config_path: Path | None, as_json: bool, limit: int) -> None:
     """Frames per state and the most recent frames; works while the daemon runs."""
     config = load(config_path)
@@ -251,7 +241,6 @@ def status(config_path: Path | None, as_json: bool, limit: int) -> None:
 @config_option
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed frame.")
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@reports_errors
 def retry(config_path: Path | None, all_failed: bool, paths: tuple[Path, ...]) -> None:
     """Put failed frames (--failed: all of them) back to pending; a running daemon picks them up."""
     if all_failed == bool(paths):
@@ -313,7 +302,6 @@ def _rendered(
 @service.command("install")
 @_service_options
 @click.option("--print", "only_print", is_flag=True, help="Print it instead of installing it.")
-@reports_errors
 def service_install(
     systemd: bool, launchd: bool, user: bool, config_path: Path | None, only_print: bool
 ) -> None:
@@ -338,7 +326,6 @@ def service_install(
 
 @service.command("uninstall")
 @_service_options
-@reports_errors
 def service_uninstall(systemd: bool, launchd: bool, user: bool, config_path: Path | None) -> None:
     """Stop and disable the service, and remove what `service install` wrote."""
     from seestar_watch.service import uninstall

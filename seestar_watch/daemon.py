@@ -1,87 +1,43 @@
 """`seestar-watch run`: the parts wired together, and their ordered start and stop.
 
-    config -> logging -> ledger (single-instance lock) -> baseline or catch-up
-           -> watcher (events) + rescans -> settle -> ledger -> workers
-           (archive copy -> pipeline -> ledger) -> graceful stop
+    config -> ledger (held alone) -> source -> settle -> intake -> ledger
+           -> workers: processor (archive copy -> pipeline -> ledger)
 
-Signal handlers only set flags; every wait is on the stop Event, so shutdown
-interrupts it. The ledger is the only queue: a frame is recorded `pending`
-when it settles and a worker claims it from there.
+Three kinds of thread, each with one job:
+- share: asks the source whether it is there (bounded) and only sets flags;
+- intake: everything that touches the share besides the workers: the first start's
+  baseline, starting and stopping the watch, rescans (a hung listing holds this
+  thread, never share supervision);
+- workers: claim pending frames from the ledger (the only queue) and process them.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import structlog
-
+from seestar_watch import intake
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
-from seestar_watch.fitsheader import HeaderRead, Status, read_header
-from seestar_watch.ledger import InstanceLock, Ledger, Version
-from seestar_watch.log import count_of
+from seestar_watch.fitsheader import HeaderRead
+from seestar_watch.ledger import Frame, Ledger
+from seestar_watch.lifecycle import Lifecycle
+from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
-from seestar_watch.scan import folders_with_frames, frame_filter, list_frames, version_of
+from seestar_watch.processor import FrameProcessor
+from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.watcher import ImageWatcher
-from seestar_watch.worker import FrameProcessor
+from seestar_watch.sources import Entry, ShareState, open_source
 
-log = structlog.get_logger("seestar_watch.daemon")
+log = get_logger("seestar_watch.daemon")
 
 LEDGER_POLL = 2.0  # workers look at the ledger at least this often (`retry` from outside)
 STATUS_EVERY = 5.0  # seconds between two STATUS= lines to systemd
-
-
-@contextmanager
-def locked_ledger(config: Config) -> Iterator[Ledger]:
-    """The ledger, held by this process alone (a second daemon exits 1)."""
-    lock = InstanceLock(config.state.ledger)
-    lock.acquire()
-    try:
-        ledger = Ledger.open(config.state.ledger)
-        try:
-            yield ledger
-        finally:
-            ledger.close()
-    finally:
-        lock.release()
-
-
-class _LedgerWatcher(ImageWatcher):
-    """The ImageWatcher whose settled frames go into the ledger instead of a callback."""
-
-    def __init__(self, daemon: Daemon, ledger: Ledger, **options: Any) -> None:
-        super().__init__(daemon.root, lambda event: None, **options)
-        self._daemon = daemon
-        self._ledger = ledger
-
-    def on_settled(self, path: str, header: HeaderRead) -> bool:
-        if header.identity is None:
-            return False
-        _, _, size, mtime_ns = header.identity
-        version = version_of(self._daemon.root, path, size, mtime_ns)
-        self._daemon.record(self._ledger, version, header)
-        return True
-
-    def on_gave_up(self, path: str, status: Status, reason: str, waited: float) -> None:
-        if status is Status.UNAVAILABLE:
-            log.warning("frame.unreadable", path=path, reason=reason)  # the share, not the frame
-            return
-        try:
-            info = os.lstat(path)
-        except OSError:
-            return
-        version = version_of(self._daemon.root, path, info.st_size, info.st_mtime_ns)
-        why = f"incomplete: {reason} after waiting {waited:.0f} s"
-        if self._ledger.add_rejected(version, why):
-            log.warning("frame.rejected", path=path, reason=why)
+# Frames written while a first start waited for the share are run, not skipped; the
+# telescope's clock may be a little off ours: this much earlier still counts as "after".
+CLOCK_TOLERANCE = 60.0
 
 
 class Daemon:
@@ -92,74 +48,42 @@ class Daemon:
         self.process_existing = process_existing or config.state.process_existing
         self._asked_to_process_existing = process_existing  # on the command line, this time
         self.wait_for_share = wait_for_share
-        self.root = str(config.image_watcher.watch_path.absolute())
+        self.source = open_source(config.image_watcher)
+        self.lifecycle = Lifecycle(config.pipeline.shutdown_grace)
         self.failed = 0  # frames that ended `failed` during this run
         self._failed_lock = threading.Lock()
         self.folders = 0  # folders holding frames, at the last scan
         self.last_frame = ""  # "<name> <state>" of the last frame a worker finished
-        self._wanted = frame_filter(config.image_watcher.ignore)
-        self._stop = threading.Event()
-        self._force = threading.Event()
-        self._stopping_since: float | None = None
-        self._work = threading.Condition()
-        self._rescan_now = threading.Event()
         self.share = ShareSupervisor(
-            config.image_watcher, self._stop, self._share_up, self._share_down
+            self.source,
+            config.image_watcher.mount_retry,
+            self.lifecycle.stopping,
+            self._share_up,
+            self._share_down,
         )
-        self._watcher: ImageWatcher | None = None
-        self._ledger: Ledger | None = None
-        self._started = False  # baseline taken (or not needed) since the share first appeared
+        self._work = threading.Condition()
+        self._intake_wake = threading.Event()
+        self._share_came_up = False  # set by the share thread, handled by the intake thread
+        self._settle: Settle | None = None
+        self._watching = False
+        self._baseline_taken = False
         self._checked_subfolders = False
+        self._started_at = time.time()
+        self._first_start: float | None = None  # when seestar-watch first ran on this ledger
+        self.lifecycle.on_stop(self._wake_everyone)
 
-    # -- control -------------------------------------------------------------
-
-    def request_stop(self, *, force: bool = False) -> None:
-        if self._stopping_since is None:
-            self._stopping_since = time.monotonic()
-        self._stop.set()
-        self._rescan_now.set()
-        if force:
-            self._force.set()
-
-    def wait_stop(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True as soon as a stop is requested."""
-        return self._stop.wait(seconds)
-
-    def should_abort(self) -> bool:
-        """A running command is stopped on a forced stop, or once the shutdown grace is over."""
-        if self._force.is_set():
-            return True
-        since = self._stopping_since
-        return since is not None and time.monotonic() - since >= self.config.pipeline.shutdown_grace
-
-    @contextmanager
-    def handling_signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT request a graceful stop; a second one forces it."""
-
-        def handle(signum: int, _: Any) -> None:
-            # only flags here; the second Ctrl-C (or TERM) forces
-            self.request_stop(force=self._stop.is_set())
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    # -- run -----------------------------------------------------------------
+    # -- run -------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> int:
-        watcher_config = self.config.image_watcher
-        if not watcher_config.enabled:
+        if not self.config.image_watcher.enabled:
             raise UserError(
                 f"image_watcher.enabled is false in {self.config.source}: nothing to watch"
                 " (set it to true to run)"
             )
-        with self.handling_signals(), locked_ledger(self.config) as ledger:
+        with (
+            self.lifecycle.handling_signals(),
+            Ledger.exclusive(self.config.state.ledger) as ledger,
+        ):
             recovered = ledger.recover_running()
             if recovered:
                 log.warning(
@@ -167,6 +91,8 @@ class Daemon:
                     frames=recovered,
                     note="left running by a daemon that did not stop cleanly",
                 )
+            if ledger.is_new():
+                self._first_start = ledger.first_started_at()
             if once or not self.wait_for_share:
                 self._require_share()
             if once:
@@ -183,8 +109,163 @@ class Daemon:
                 " says how to mount it (or run without --no-wait to wait for it)"
             )
 
+    def _run_forever(self, ledger: Ledger) -> None:
+        processor = self._processor(ledger)
+        threads = [
+            self._thread("share", self.share.run),
+            self._thread("intake", self._intake_loop, ledger),
+        ]
+        threads += [
+            self._thread(f"worker-{n}", self._work_loop, ledger, processor)
+            for n in range(1, self.config.pipeline.workers + 1)
+        ]
+        log.info(
+            "daemon.started",
+            watch_path=self.source.location,
+            workers=self.config.pipeline.workers,
+            ledger=str(ledger.path),
+        )
+        notifier = Notifier()
+        notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
+        next_status = time.monotonic() + STATUS_EVERY
+        while not self.lifecycle.wait(1.0):
+            notifier.watchdog()  # from this loop only: if it stops turning, systemd restarts us
+            if time.monotonic() >= next_status:
+                notifier.status(self.status_line(ledger))
+                next_status = time.monotonic() + STATUS_EVERY
+        notifier.stopping("stopping: letting a running command finish")
+        self._shutdown(threads)
+
+    def _processor(self, ledger: Ledger) -> FrameProcessor:
+        return FrameProcessor(
+            self.config, ledger, self.source, self.lifecycle.should_abort, self.share_answers
+        )
+
+    def status_line(self, ledger: Ledger) -> str:
+        """What the daemon is doing, in one line (systemctl status shows it)."""
+        state = self.share.state
+        if state is None or not state.is_available:
+            doing = "waiting for the share" + (f": {state.reason}" if state else "")
+        else:
+            doing = f"watching {self.source.location} ({count_of(self.folders, 'folder')})"
+        last = f"; last frame {self.last_frame}" if self.last_frame else ""
+        return f"{doing}; {ledger.pending_count()} pending{last}"
+
+    def share_answers(self) -> bool:
+        """A fresh, bounded look: is the share there right now?"""
+        answers = self.share.check().is_available
+        if not answers:
+            self.share.poke()
+        return answers
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        log.info(
+            "daemon.stopping",
+            grace_s=self.config.pipeline.shutdown_grace,
+            note="a running command may finish; a second Ctrl-C (or SIGTERM) stops at once",
+        )
+        # 1. no new events or settles; 2. no new work (workers see the stop flag);
+        # 3. a running command gets the grace, then its group is stopped.
+        self._wake_everyone()
+        limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
+        for thread in threads:
+            thread.join(max(0.1, limit - time.monotonic()))
+        if self._settle is not None:
+            self._settle.stop(timeout=5.0)
+        stuck = [t.name for t in threads if t.is_alive()]
+        log.info("daemon.stopped", stuck_threads=stuck or None)
+
+    def _wake_everyone(self) -> None:
+        self._intake_wake.set()
+        with self._work:
+            self._work.notify_all()
+
+    def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
+        thread = threading.Thread(
+            target=target, args=args, name=f"seestar-watch-{name}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    # -- the share thread: flags only --------------------------------------------
+
+    def _share_up(self, state: ShareState) -> None:
+        self._share_came_up = True
+        self._wake_everyone()
+
+    def _share_down(self, state: ShareState) -> None:
+        self._intake_wake.set()
+
+    # -- the intake thread ---------------------------------------------------------
+
+    def _intake_loop(self, ledger: Ledger) -> None:
+        """Baseline once, keep the watch in step with the share, rescan; never on the share
+        thread, and a failed step is tried again at the next turn."""
+        interval = self.config.image_watcher.rescan_interval
+        retry = self.config.image_watcher.mount_retry
+        next_rescan: float | None = None
+        while not self.lifecycle.stopping.is_set():
+            wait = None if next_rescan is None else max(0.0, next_rescan - time.monotonic())
+            self._intake_wake.wait(wait)
+            self._intake_wake.clear()
+            if self.lifecycle.stopping.is_set():
+                break
+            if not self.share.available:
+                self._stop_watching()
+                next_rescan = None
+                continue
+            came_up, self._share_came_up = self._share_came_up, False
+            if not self._take_baseline(ledger) or not self._start_watching(ledger):
+                next_rescan = time.monotonic() + retry  # tried again soon
+                continue
+            due = next_rescan is not None and time.monotonic() >= next_rescan
+            if came_up or due or next_rescan is None:
+                self._catch_up(ledger)
+                next_rescan = time.monotonic() + interval if interval else None
+        self._stop_watching()
+
+    def _take_baseline(self, ledger: Ledger) -> bool:
+        if self._baseline_taken:
+            return True
+        try:
+            self._baseline_or_continue(ledger)
+        except OSError as exc:
+            log.warning("scan.failed", path=self.source.location, error=str(exc))
+            self.share.poke()
+            return False
+        self._baseline_taken = True
+        return True
+
+    def _start_watching(self, ledger: Ledger) -> bool:
+        if self._watching:
+            return True
+        if self._settle is None:
+            options = self.config.image_watcher
+            self._settle = Settle(
+                self.source,
+                options.debounce_delay,
+                incomplete_timeout=options.incomplete_timeout,
+                on_settled=lambda entry, header: self._settled(ledger, entry, header),
+                on_gave_up=lambda gave_up: intake.record_gave_up(ledger, self.source, gave_up),
+            )
+            self._settle.start()
+        # a fresh watch each time the share comes back: native watches die with an
+        # unmount (watchdog #420)
+        self._watching = self.source.watch(self._settle.touch)
+        return self._watching
+
+    def _stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.source.unwatch(5.0)
+
+    def _settled(self, ledger: Ledger, entry: Entry, header: HeaderRead) -> None:
+        if intake.record(ledger, self.source, entry, header) == "pending":
+            with self._work:
+                self._work.notify()
+
     def _baseline_or_continue(self, ledger: Ledger) -> None:
-        """First start: record what is there as skipped (or process it). Raises OSError."""
+        """First start: what was there when seestar-watch first started is `skipped`."""
         if not ledger.is_new():
             if self._asked_to_process_existing:
                 log.warning(
@@ -198,145 +279,27 @@ class Daemon:
             ledger.mark_started()
             log.info("ledger.first_start", existing="processed")
             return
-        versions = [
-            version_of(self.root, path, info.st_size, info.st_mtime_ns)
-            for path, info in self._list()
-        ]
-        count = ledger.record_baseline(versions)
+        entries = list(self.source.list_frames())
+        before = self._baseline_cutoff_ns()
+        skipped = [e.version for e in entries if before is None or e.mtime_ns < before]
+        count = ledger.record_baseline(skipped)
         log.info(
             "ledger.baseline",
             skipped=count,
+            run=len(entries) - count,
             note="frames already there are recorded as skipped, not run"
             " (use --process-existing to run them)",
         )
 
-    def _list(self) -> Iterator[tuple[str, os.stat_result]]:
-        return list_frames(
-            self.root, recursive=self.config.image_watcher.recursive, wanted=self._wanted
-        )
-
-    def _run_forever(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-        threads = [self._thread("share", self.share.run), self._thread("rescan", self._rescan_loop)]
-        processor = FrameProcessor(self.config, ledger, self.should_abort, self.share_answers)
-        threads += [
-            self._thread(f"worker-{n}", self._work_loop, ledger, processor)
-            for n in range(1, self.config.pipeline.workers + 1)
-        ]
-        log.info(
-            "daemon.started",
-            watch_path=self.root,
-            workers=self.config.pipeline.workers,
-            ledger=str(ledger.path),
-        )
-        notifier = Notifier()
-        notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
-        next_status = time.monotonic() + STATUS_EVERY
-        while not self._stop.wait(1.0):
-            notifier.watchdog()  # from this loop only: if it stops turning, systemd restarts us
-            if time.monotonic() >= next_status:
-                notifier.status(self.status_line(ledger))
-                next_status = time.monotonic() + STATUS_EVERY
-        notifier.stopping("stopping: letting a running command finish")
-        self._shutdown(threads)
-
-    def status_line(self, ledger: Ledger) -> str:
-        """What the daemon is doing, in one line (systemctl status shows it)."""
-        state = self.share.state
-        if state is None or not state.is_available:
-            doing = "waiting for the share" + (f": {state.reason}" if state else "")
-        else:
-            doing = f"watching {self.root} ({count_of(self.folders, 'folder')})"
-        last = f"; last frame {self.last_frame}" if self.last_frame else ""
-        return f"{doing}; {ledger.pending_count()} pending{last}"
-
-    def share_answers(self) -> bool:
-        """A fresh, bounded look: is the share there right now?"""
-        answers = self.share.check().is_available
-        if not answers:
-            self.share.poke()
-        return answers
-
-    def _share_up(self, state: Any) -> None:
-        """On the share thread: the share (re)appeared. Baseline once, then watch and rescan."""
-        assert self._ledger is not None
-        if not self._started:
-            try:
-                self._baseline_or_continue(self._ledger)
-            except OSError as exc:
-                log.warning("scan.failed", path=self.root, error=str(exc))
-                self.share.poke()
-                return
-            self._started = True
-        options = self.config.image_watcher
-        watcher = _LedgerWatcher(
-            self,
-            self._ledger,
-            debounce_delay=options.debounce_delay,
-            recursive=options.recursive,
-            observer=options.observer,
-            poll_interval=options.poll_interval,
-            incomplete_timeout=options.incomplete_timeout,
-            ignore=options.ignore,
-        )
-        if watcher.start():  # a fresh watch: native watches die with an unmount (watchdog #420)
-            self._watcher = watcher
-        self._rescan_now.set()
-        with self._work:
-            self._work.notify_all()
-
-    def _share_down(self, state: Any) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop(timeout=5.0)
-
-    def _shutdown(self, threads: list[threading.Thread]) -> None:
-        log.info(
-            "daemon.stopping",
-            grace_s=self.config.pipeline.shutdown_grace,
-            note="a running command may finish; a second Ctrl-C (or SIGTERM) stops at once",
-        )
-        # 1. no new events or settles; 2. no new work (workers see the stop flag);
-        # 3. a running command gets the grace, then its group is stopped.
-        self._share_down(None)
-        with self._work:
-            self._work.notify_all()
-        limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
-        for thread in threads:
-            thread.join(max(0.1, limit - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
-        log.info("daemon.stopped", stuck_threads=stuck or None)
-
-    def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
-        thread = threading.Thread(
-            target=target, args=args, name=f"seestar-watch-{name}", daemon=True
-        )
-        thread.start()
-        return thread
-
-    # -- the parts' loops ----------------------------------------------------
-
-    def record(self, ledger: Ledger, version: Version, header: HeaderRead) -> None:
-        """A settled version goes into the ledger: pending, or rejected with its reason."""
-        path = os.fsdecode(version.relpath)
-        if header.status is Status.INVALID:
-            if ledger.add_rejected(version, header.reason):
-                log.warning("frame.rejected", frame=path, reason=header.reason)
-            return
-        if ledger.add_pending(version, header.cards):
-            log.info("frame.settled", frame=path, size_kb=round(version.size / 1024, 1))
-            with self._work:
-                self._work.notify()
-
-    def _rescan_loop(self) -> None:
-        interval = self.config.image_watcher.rescan_interval
-        while not self._stop.is_set():
-            self._rescan_now.wait(interval or None)
-            self._rescan_now.clear()
-            watcher = self._watcher
-            if watcher is not None and self.share.available and not self._stop.is_set():
-                assert self._ledger is not None
-                self._catch_up(self._ledger, watcher)
+    def _baseline_cutoff_ns(self) -> int | None:
+        """None: everything listed now was there at the first start (the share answered
+        then). Otherwise the first start waited for the share: only frames older than that
+        start (less the clock tolerance) were there; the rest arrived meanwhile and run."""
+        first = self._first_start
+        waited = self.share.waited or (first is not None and first < self._started_at - 1.0)
+        if first is None or not waited:
+            return None
+        return int((first - CLOCK_TOLERANCE) * 1e9)
 
     def _warn_if_frames_unwatched(self) -> None:
         """recursive: false with frames in sub-folders (where the Seestar writes them): say so."""
@@ -344,7 +307,7 @@ class Daemon:
             return
         self._checked_subfolders = True
         try:
-            folders = folders_with_frames(self.root, self._wanted)
+            folders = self.source.folders_with_frames()
         except OSError:
             return
         if folders:
@@ -356,18 +319,20 @@ class Daemon:
                 " MyWorks/<target>_sub/)",
             )
 
-    def _catch_up(self, ledger: Ledger, watcher: ImageWatcher) -> None:
+    def _catch_up(self, ledger: Ledger) -> None:
+        """Feed whatever the ledger has not seen to settle: nothing depends on an event."""
         self._warn_if_frames_unwatched()
+        settle = self._settle
         started, seen, new, folders = time.monotonic(), 0, 0, set()
         try:
-            for path, info in self._list():
+            for entry in self.source.list_frames():
                 seen += 1
-                folders.add(os.path.dirname(path))
-                if not ledger.knows(version_of(self.root, path, info.st_size, info.st_mtime_ns)):
-                    watcher.notice(path)
+                folders.add(entry.relpath.rpartition("/")[0])
+                if settle is not None and not ledger.knows(entry.version):
+                    settle.touch(entry.relpath)
                     new += 1
         except OSError as exc:
-            log.warning("scan.failed", path=self.root, error=str(exc))
+            log.warning("scan.failed", path=self.source.location, error=str(exc))
             self.share.poke()
             return
         self.folders = len(folders)  # for the STATUS line systemd shows
@@ -375,8 +340,10 @@ class Daemon:
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
         )
 
+    # -- the workers ---------------------------------------------------------------
+
     def _work_loop(self, ledger: Ledger, processor: FrameProcessor) -> None:
-        while not self._stop.is_set():
+        while not self.lifecycle.stopping.is_set():
             frame = ledger.claim_next() if self.share.available else None
             if frame is None:
                 due = ledger.seconds_until_due()
@@ -385,35 +352,24 @@ class Daemon:
                 continue
             self._process(processor, frame)
 
-    def _process(self, processor: FrameProcessor, frame: Any) -> str:
-        try:
-            state = processor.process(frame)
-        except Exception as exc:  # a bug: keep the frame (failed, retryable) and keep going
-            log.exception("worker.crashed", frame=os.fsdecode(frame.version.relpath))
-            processor.ledger.finish(frame.id, "failed", reason=f"internal error: {exc!r}")
-            state = "failed"
+    def _process(self, processor: FrameProcessor, frame: Frame) -> str:
+        state = processor.process(frame)
         if state == "failed":
             with self._failed_lock:  # workers finish frames at the same time
                 self.failed += 1
-        self.last_frame = f"{os.path.basename(os.fsdecode(frame.version.relpath))} {state}"
+        self.last_frame = f"{frame.version.name.rpartition('/')[2]} {state}"
         return state
 
-    # -- run --once ----------------------------------------------------------
+    # -- run --once ------------------------------------------------------------------
 
     def _run_once(self, ledger: Ledger) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
         self._warn_if_frames_unwatched()
-        for path, info in self._list():
-            version = version_of(self.root, path, info.st_size, info.st_mtime_ns)
-            if ledger.knows(version):
-                continue
-            header = read_header(path)
-            if header.status in (Status.COMPLETE, Status.INVALID) and header.identity:
-                self.record(ledger, version_of(self.root, path, *header.identity[2:]), header)
-            elif header.status is Status.INCOMPLETE:
-                log.info("frame.incomplete", frame=path, reason=header.reason, note="next run")
-        processor = FrameProcessor(self.config, ledger, self.should_abort, self.share_answers)
-        while not self._stop.is_set():
+        for entry in self.source.list_frames():
+            if not ledger.knows(entry.version):
+                intake.read_and_record(ledger, self.source, entry.relpath)
+        processor = self._processor(ledger)
+        while not self.lifecycle.stopping.is_set():
             frame = ledger.claim_next()
             if frame is not None:
                 if self._process(processor, frame) == "postponed":
@@ -422,7 +378,7 @@ class Daemon:
             due = ledger.seconds_until_due()
             if due is None:
                 break
-            self._stop.wait(due)
+            self.lifecycle.wait(due)
         counts = ledger.counts()
         log.info("daemon.once_finished", failed_this_run=self.failed, **counts)
         return 1 if self.failed else 0

@@ -2,9 +2,10 @@
 
 Files on a guest share are untrusted (FIFOs, symlinks to /dev/zero, gzip bombs,
 headers without END, absurd axes), so this module never hands a path to astropy:
-it opens the file itself (O_NOFOLLOW | O_NONBLOCK, regular files only), reads at
-most MAX_HEADER_BLOCKS blocks of 2880 bytes, never memory-maps and never reads
-the data, and only then gives the header bytes to astropy to parse.
+it reads through a frame its source opened (never through a link, never blocking,
+regular files only), at most MAX_HEADER_BLOCKS blocks of 2880 bytes, never
+memory-maps and never reads the data, and only then gives the header bytes to
+astropy to parse.
 
 It also says whether the file is complete: a FITS header states how many data
 bytes follow it (FITS 4.0, section 4.4.1.1), so a file shorter than that is still
@@ -17,8 +18,8 @@ import errno
 import math
 import os
 import re
-import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from astropy.io import fits
 
 from seestar_watch.errors import SHARE_ERRNOS
+from seestar_watch.sources import OpenFrame
 
 BLOCK = 2880
 CARD = 80
@@ -58,45 +60,56 @@ class HeaderRead:
     cards: dict[str, Scalar] = field(default_factory=dict)
     size: int = 0  # bytes in the file when it was read
     expected_size: int | None = None  # header + padded data, when the header says
-    identity: tuple[int, int, int, int] | None = None  # (dev, ino, size, mtime_ns)
+    mtime_ns: int | None = None  # the modification time of the version that was read
+
+    @property
+    def version(self) -> tuple[int, int] | None:
+        """(size, mtime_ns) of what was read, when the file could be opened."""
+        return None if self.mtime_ns is None else (self.size, self.mtime_ns)
 
 
-def read_header(path: str | bytes, *, max_blocks: int = MAX_HEADER_BLOCKS) -> HeaderRead:
-    """Read and check the primary header of `path`; never raises, blocks or maps the file."""
+def read_header(path: str, *, max_blocks: int = MAX_HEADER_BLOCKS) -> HeaderRead:
+    """Read and check the primary header of a local file; never raises, blocks or maps it."""
+    from seestar_watch.sources.local import LocalFrame  # os only, no watchdog
+
+    return read_header_of(lambda: LocalFrame(path), max_blocks=max_blocks)
+
+
+def read_header_of(
+    opener: Callable[[], OpenFrame], *, max_blocks: int = MAX_HEADER_BLOCKS
+) -> HeaderRead:
+    """Read and check the primary header of the frame `opener` opens; never raises."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with opener() as frame:
+            raw, problem = _read_header_blocks(frame, max_blocks)
+            size, mtime_ns = frame.size, frame.mtime_ns
     except OSError as exc:
-        return _from_os_error(exc)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return HeaderRead(Status.INVALID, "not a regular file")
-        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        raw, problem = _read_header_blocks(fd, max_blocks)
-    except OSError as exc:
-        return _from_os_error(exc)
-    finally:
-        os.close(fd)
+        return header_error(exc)
     if problem is not None:
-        return HeaderRead(problem[0], problem[1], size=info.st_size, identity=identity)
-    return _check_cards(raw, info.st_size, identity)
+        return HeaderRead(problem[0], problem[1], size=size, mtime_ns=mtime_ns)
+    return _check_cards(raw, size, mtime_ns)
 
 
-def _from_os_error(exc: OSError) -> HeaderRead:
+def header_error(exc: OSError) -> HeaderRead:
+    """What an OSError from opening or reading a frame means for it."""
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return HeaderRead(Status.GONE, "no such file")
     if exc.errno in SHARE_ERRNOS:
         return HeaderRead(Status.UNAVAILABLE, os.strerror(exc.errno or 0))
     if exc.errno == errno.ELOOP:
         return HeaderRead(Status.INVALID, "a symbolic link")
+    if exc.errno == errno.EINVAL:
+        return HeaderRead(Status.INVALID, "not a regular file")
     return HeaderRead(Status.INVALID, f"cannot read: {exc.strerror}")
 
 
-def _read_header_blocks(fd: int, max_blocks: int) -> tuple[bytes, tuple[Status, str] | None]:
+def _read_header_blocks(
+    frame: OpenFrame, max_blocks: int
+) -> tuple[bytes, tuple[Status, str] | None]:
     """Read whole blocks up to the one holding END; (bytes, None) or (b"", (status, reason))."""
     data = bytearray()
     for _ in range(max_blocks):
-        block = _read_exactly(fd, BLOCK)
+        block = frame.read(BLOCK)
         data += block
         if len(data) < CARD or (len(data) == len(block) and not _starts_like_fits(data)):
             return b"", _first_card_problem(bytes(data))
@@ -105,17 +118,6 @@ def _read_header_blocks(fd: int, max_blocks: int) -> tuple[bytes, tuple[Status, 
         if len(block) < BLOCK:
             return b"", (Status.INCOMPLETE, "header still arriving")
     return b"", (Status.INVALID, f"no END card in the first {max_blocks} header blocks")
-
-
-def _read_exactly(fd: int, count: int) -> bytes:
-    chunks = []
-    while count > 0:
-        chunk = os.read(fd, count)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
 
 
 def _starts_like_fits(data: bytes | bytearray) -> bool:
@@ -141,17 +143,17 @@ def _end_card_offset(block: bytes) -> int | None:
     return None
 
 
-def _check_cards(raw: bytes, size: int, identity: tuple[int, int, int, int]) -> HeaderRead:
+def _check_cards(raw: bytes, size: int, mtime_ns: int) -> HeaderRead:
     try:
         cards = parse_cards(raw)
         expected = len(raw) + _padded_data_size(cards)
     except Exception as exc:  # astropy raises many types on hostile cards; all mean "invalid"
         return HeaderRead(
-            Status.INVALID, str(exc) or type(exc).__name__, size=size, identity=identity
+            Status.INVALID, str(exc) or type(exc).__name__, size=size, mtime_ns=mtime_ns
         )
     status = Status.COMPLETE if size >= expected else Status.INCOMPLETE
     reason = "" if status is Status.COMPLETE else f"{size} of {expected} bytes"
-    return HeaderRead(status, reason, cards, size, expected, identity)
+    return HeaderRead(status, reason, cards, size, expected, mtime_ns)
 
 
 def _padded_data_size(cards: dict[str, Scalar]) -> int:

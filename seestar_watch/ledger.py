@@ -21,21 +21,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from seestar_watch.errors import UserError
+from seestar_watch.sources import Version
 
 SCHEMA_VERSION = 1
-STATES = ("pending", "running", "done", "failed", "rejected", "skipped")
+State = Literal["pending", "running", "done", "failed", "rejected", "skipped"]
+STATES: tuple[State, ...] = get_args(State)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE frames (
     id INTEGER PRIMARY KEY,
     relpath BLOB NOT NULL,              -- path below watch_path, raw bytes of the name
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN
-        ('pending', 'running', 'done', 'failed', 'rejected', 'skipped')),
+    state TEXT NOT NULL CHECK (state IN ({", ".join(f"'{state}'" for state in STATES)})),
     reason TEXT,                        -- why rejected or failed
     header TEXT,                        -- the flat primary header as JSON
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -52,15 +53,6 @@ CREATE INDEX frames_by_state ON frames (state, id);
 CREATE INDEX frames_by_update ON frames (updated_at);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class Version:
-    """One version of a file: its path below watch_path, size and modification time."""
-
-    relpath: bytes
-    size: int
-    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -113,6 +105,42 @@ class Ledger:
         self.path = path
         self._db = connection
         self._lock = threading.Lock()
+
+    @classmethod
+    @contextmanager
+    def exclusive(cls, path: Path) -> Iterator[Ledger]:
+        """The ledger, held by this process alone (a daemon, or `process`): a second one
+        exits 1 with who holds it. Closed, and the lock freed, on the way out."""
+        lock = InstanceLock(path)
+        lock.acquire()
+        try:
+            ledger = cls.open(path)
+            try:
+                yield ledger
+            finally:
+                ledger.close()
+        finally:
+            lock.release()
+
+    @classmethod
+    @contextmanager
+    def reading(cls, path: Path) -> Iterator[Ledger]:
+        """The ledger opened read-only (status, reports), even while a daemon runs."""
+        ledger = cls.open(path, readonly=True)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+    @classmethod
+    @contextmanager
+    def shared(cls, path: Path) -> Iterator[Ledger]:
+        """The ledger opened for a short write beside a running daemon (`retry`)."""
+        ledger = cls.open(path)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> Ledger:
@@ -223,6 +251,15 @@ class Ledger:
             )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('baseline_at', ?)", (str(now),))
             return len(rows)
+
+    def first_started_at(self) -> float:
+        """When seestar-watch first started on this ledger: recorded by the first call, kept."""
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('first_started_at', ?)", (repr(time.time()),)
+            )
+            row = db.execute("SELECT value FROM meta WHERE key = 'first_started_at'").fetchone()
+            return float(row[0])
 
     def mark_started(self) -> None:
         """Later starts run whatever arrived meanwhile: no baseline after the first."""
@@ -394,7 +431,7 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, count(*) FROM frames GROUP BY state").fetchall()
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         counts.update({str(state): int(n) for state, n in rows})
         return counts
 

@@ -1,4 +1,10 @@
-"""Logging: structlog to stderr, console on a terminal and JSON lines otherwise.
+"""Logging: records through the standard `logging` module, rendered by structlog.
+
+Library code (ImageWatcher used from a script included) logs through loggers named
+`seestar_watch.*` of the standard `logging` module, so `logging.basicConfig(...)` or
+pytest's `caplog` sees every record; the event name is the message and the context
+rides along as the record's attributes. The command line's `configure` renders those
+records with structlog: console on a terminal, JSON lines otherwise.
 
 File names on a guest share are untrusted: a newline in one must never start a
 second log record. JSON escapes them by itself; for the console every string
@@ -48,6 +54,17 @@ def _drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+def get_logger(name: str) -> Any:
+    """A structlog logger (log.info("frame.settled", path=...)) that hands each call to the
+    standard `logging` logger `name` as one record; no global structlog configuration."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[_drop_none, structlog.stdlib.render_to_log_kwargs],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog (and stdlib logging, which watchdog uses) for the command line.
 
@@ -73,15 +90,21 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # watchdog reports inotify overflows and failed polls through stdlib logging:
-    # render those records the same way, so a JSON log stays pure JSON lines.
+    # seestar_watch's own records (their context is in the record's extra attributes),
+    # and watchdog's inotify overflows and failed polls, are rendered the same way, so a
+    # JSON log stays pure JSON lines.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared[1:]],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *shared[1:],
+            ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(LEVELS[level], logging.WARNING))
+    root.setLevel(max(LEVELS[level], logging.WARNING))  # other libraries: warnings and up
+    logging.getLogger("seestar_watch").setLevel(LEVELS[level])

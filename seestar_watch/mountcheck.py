@@ -17,16 +17,19 @@ from typing import Any
 
 from seestar_watch.config import WatcherConfig
 from seestar_watch.log import count_of
-from seestar_watch.mounts import Mount, choose_observer, mount_containing, read_mount_table
-from seestar_watch.scan import frame_filter, list_frames
-from seestar_watch.share import (
-    Availability,
-    ProbeTimeout,
-    SingleFlight,
-    check_share,
+from seestar_watch.sources import Availability
+from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
+from seestar_watch.sources.local import (
+    LocalSource,
     enclosing_share,
     mount_at,
     not_mounted_reason,
+)
+from seestar_watch.sources.mounts import (
+    Mount,
+    choose_observer,
+    mount_containing,
+    read_mount_table,
 )
 
 SHARE = "//seestar.local/EMMC Images"
@@ -64,8 +67,8 @@ class MountReport:
 
 def guess_mount_point(config: WatcherConfig) -> str:
     if config.mount_point is not None:
-        return os.path.abspath(config.mount_point)
-    watch = os.path.abspath(config.watch_path)
+        return str(config.mount_point)
+    watch = str(config.watch_path)
     return os.path.dirname(watch) if os.path.basename(watch) == "MyWorks" else watch
 
 
@@ -92,7 +95,7 @@ def remount_read_only(point: str, system: str = sys.platform) -> str:
 
 def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platform) -> MountReport:
     deadline = time.monotonic() + timeout
-    watch = os.path.abspath(config.watch_path)
+    watch = str(config.watch_path)
     report = MountReport(watch)
     point = guess_mount_point(config)
     mounts = read_mount_table()
@@ -100,15 +103,15 @@ def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platfor
     if config.mount_point is not None and mount is None:
         report.checks.append(Check("watch_path", "fail", "not looked at: the share is not mounted"))
         return report
-    prober = SingleFlight("seestar-watch-check")
-    state = check_share(config, prober, max(0.1, deadline - time.monotonic()))
+    source = LocalSource(config.watch_path, mount_point=config.mount_point)
+    state = source.check(max(0.1, deadline - time.monotonic()))
     if not state.is_available:
         report.checks.append(_unavailable(state.availability, state.reason, point, system))
         return report
     report.latency_ms = round((state.latency or 0) * 1000, 1)
     report.checks.append(Check("watch_path", "ok", f"{watch} is a folder"))
     report.checks.append(Check("answers", "ok", f"listed in {report.latency_ms} ms"))
-    _count(report, config, prober, deadline)
+    _count(report, config, SingleFlight("seestar-watch-check"), deadline)
     kind, why = choose_observer(config.observer, watch, mounts)
     report.observer = kind
     report.checks.append(Check("observer", "ok", f"{config.observer} uses {kind}: {why}"))
@@ -166,7 +169,7 @@ def _report_from(line: bytes, config: WatcherConfig, timeout: float) -> MountRep
     if line.endswith(b"\n"):
         fields = json.loads(line)
     if "error" in fields:
-        report = MountReport(os.path.abspath(config.watch_path))
+        report = MountReport(str(config.watch_path))
         report.checks.append(Check("answers", "fail", fields["error"]))
         return report
     fields["checks"] = [Check(**check) for check in fields["checks"]]
@@ -176,7 +179,7 @@ def _report_from(line: bytes, config: WatcherConfig, timeout: float) -> MountRep
 def _check_mounted(
     report: MountReport, config: WatcherConfig, mounts: list[Mount], point: str, system: str
 ) -> Mount | None:
-    watch = os.path.abspath(config.watch_path)
+    watch = str(config.watch_path)
     if config.mount_point is not None:
         mount = mount_at(point, mounts)
         if mount is None:
@@ -249,12 +252,14 @@ def _unavailable(availability: Availability, reason: str, point: str, system: st
 def _count(
     report: MountReport, config: WatcherConfig, prober: SingleFlight, deadline: float
 ) -> None:
-    watch = os.path.abspath(config.watch_path)
+    watch = str(config.watch_path)
+
+    everything = LocalSource(watch, recursive=True, ignore=config.ignore)
 
     def count() -> tuple[int, int, int]:
-        frames = list(list_frames(watch, recursive=True, wanted=frame_filter(config.ignore)))
-        folders = {os.path.dirname(path) for path, _ in frames}
-        below = sum(1 for path, _ in frames if os.path.dirname(path) != watch)
+        frames = [entry.relpath for entry in everything.list_frames()]
+        folders = {os.path.dirname(relpath) for relpath in frames}
+        below = sum(1 for relpath in frames if os.path.dirname(relpath))
         return len(frames), len(folders), below
 
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from seestar_watch.config import Config
 from seestar_watch.errors import ConfigError
 from seestar_watch.pipeline import command_problem
-from seestar_watch.share import ProbeTimeout, SingleFlight
+from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 
 WATCH_PATH_TIMEOUT = 2.0  # a hung share must not hold check-config or run's start
 

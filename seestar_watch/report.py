@@ -8,6 +8,7 @@ from typing import Any
 
 from seestar_watch.config import Config
 from seestar_watch.ledger import STATES, Ledger
+from seestar_watch.sources import open_source
 
 
 def status_report(config: Config, limit: int) -> dict[str, Any]:
@@ -15,15 +16,12 @@ def status_report(config: Config, limit: int) -> dict[str, Any]:
     path = config.state.ledger
     if not path.exists():
         return {"counts": dict.fromkeys(STATES, 0), "frames": [], "ledger": str(path)}
-    ledger = Ledger.open(path, readonly=True)
-    try:
+    with Ledger.reading(path) as ledger:
         counts, rows = ledger.counts(), ledger.recent(limit)
-    finally:
-        ledger.close()
-    root = config.image_watcher.watch_path.absolute()
+    source = open_source(config.image_watcher)
     frames = [
         {
-            "source": os.path.join(root, os.fsdecode(row["relpath"])),
+            "source": source.path_of(os.fsdecode(row["relpath"])),
             "state": row["state"],
             "attempts": row["attempts"],
             "exit_code": row["exit_code"],

@@ -1,10 +1,17 @@
-"""Per-path trailing debounce on a single thread.
+"""Settle: the whole of "this frame has finished arriving".
 
-A path is "quiet" once no event has touched it for `delay` seconds; each touch
-pushes its deadline back. One thread and one heap of deadlines serve every
-path: a burst of 2,000 new frames costs 2,000 heap entries, not 2,000 threads
-(one threading.Timer per file would). watchdog's EventDebouncer is a global
-batch window, not this.
+A frame has arrived once (1) nothing has touched it for `debounce_delay` seconds,
+(2) its FITS header says all the data it promises is there (a stalled write that
+paused for a moment is still recognisably incomplete), and (3) this version of it
+(size, modification time) has not been reported before. A frame that stays quiet
+but incomplete is given up on after `incomplete_timeout`, counted from the first
+time that version was seen incomplete. The outcome goes to one of two callables:
+settled, or gave up.
+
+The quiet period is a per-path trailing debounce on a single thread: one heap of
+deadlines serves every path, so a burst of 2,000 new frames costs 2,000 heap
+entries, not 2,000 threads (one threading.Timer per file would). watchdog's
+EventDebouncer is a global batch window, not this.
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import structlog
+from seestar_watch.errors import SHARE_ERRNOS
+from seestar_watch.fitsheader import HeaderRead, Status, read_header_of
+from seestar_watch.log import get_logger
+from seestar_watch.sources import Entry, Source
 
-log = structlog.get_logger("seestar_watch.settle")
+log = get_logger("seestar_watch.settle")
+MAX_REMEMBERED = 100_000  # versions remembered to report each once; ~10 nights of frames
 
 # on_quiet(path) returns None when it is done with the path, or the number of
 # seconds after which it wants to look at the path again (still arriving).
 QuietHandler = Callable[[str], float | None]
 
 
-class Settler:
+class QuietTimer:
     def __init__(
         self,
         delay: float,
@@ -120,3 +132,118 @@ class Settler:
                     if not self._stopped and path not in self._armed:
                         self._arm(path, self._clock() + again)
                         self._cond.notify()
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A frame that stayed incomplete (or unreadable) for incomplete_timeout seconds."""
+
+    relpath: str
+    status: Status  # INCOMPLETE, or UNAVAILABLE (the share's fault, not the frame's)
+    reason: str
+    waited: float
+    entry: Entry | None  # the version given up on, when one was seen
+
+
+OnSettled = Callable[[Entry, HeaderRead], None]  # the version that arrived, and its header
+OnGaveUp = Callable[[GaveUp], None]
+
+
+class Settle:
+    """Turns "something happened to this path" into "this version finished arriving"."""
+
+    def __init__(
+        self,
+        source: Source,
+        delay: float,
+        *,
+        incomplete_timeout: float,
+        on_settled: OnSettled,
+        on_gave_up: OnGaveUp,
+        name: str = "seestar-watch-settle",
+    ) -> None:
+        self.source = source
+        self.delay = delay
+        self.incomplete_timeout = incomplete_timeout
+        self._on_settled = on_settled
+        self._on_gave_up = on_gave_up
+        self._timer = QuietTimer(delay, self._on_quiet, name=name)
+        self._stopped = threading.Event()
+        # relpath -> ((size, mtime_ns) first seen incomplete, when): a rescan's touch must not
+        # restart the give-up clock of a frame that stays truncated all night
+        self._incomplete_since: dict[str, tuple[tuple[int, int] | None, float]] = {}
+        # relpath -> (size, mtime_ns) last reported (settled or given up on): a late polling
+        # event after a frame was reported complete and unchanged must not report it again
+        self._reported: dict[str, tuple[int, int]] = {}
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Drop every waiting path; no callback starts after this returns (if it ended)."""
+        self._stopped.set()
+        return self._timer.stop(timeout)
+
+    def touch(self, relpath: str) -> bool:
+        """Something happened to `relpath`: (re)start its quiet period; True when new."""
+        return self._timer.touch(relpath)
+
+    def _on_quiet(self, relpath: str) -> float | None:
+        """`relpath` has been quiet: report it, or look again in a while (None: done)."""
+        try:
+            entry = self.source.stat(relpath)
+        except OSError as exc:
+            if exc.errno in SHARE_ERRNOS:
+                return self._retry(relpath, None, Status.UNAVAILABLE, "share unavailable")
+            entry = None  # gone
+        if entry is None or self._reported.get(relpath) == (entry.size, entry.mtime_ns):
+            self._incomplete_since.pop(relpath, None)
+            return None
+        header = read_header_of(lambda: self.source.open(relpath))
+        if header.status in (Status.INCOMPLETE, Status.UNAVAILABLE):
+            return self._retry(relpath, header.version, header.status, header.reason)
+        self._incomplete_since.pop(relpath, None)
+        version = header.version
+        if header.status is Status.GONE or version is None or self._stopped.is_set():
+            return None
+        if self._reported.get(relpath) != version:
+            _remember(self._reported, relpath, version)
+            self._on_settled(Entry(relpath, *version), header)
+        return None
+
+    def _retry(
+        self, relpath: str, version: tuple[int, int] | None, status: Status, reason: str
+    ) -> float | None:
+        """Look again later, or give up once this version has been incomplete for too long.
+
+        The clock starts the first time *this version* (size, mtime) is seen incomplete and
+        restarts only when the file changes: a frame that grows is being written, a frame
+        that stays cut off at 8 KB is given up on after incomplete_timeout however many
+        events or rescans touch it meanwhile. An unavailable share (no version known)
+        keeps the clock of whatever version was seen last.
+        """
+        if version is not None and self._reported.get(relpath) == version:
+            return None  # given up on once already; a new version starts afresh
+        now = time.monotonic()
+        seen, since = self._incomplete_since.get(relpath, (version, now))
+        if version is not None and seen is not None and seen != version:
+            since = now  # it changed: still arriving
+        self._incomplete_since[relpath] = (version if version is not None else seen, since)
+        if now - since < self.incomplete_timeout:
+            return max(self.delay, 0.1)
+        self._incomplete_since.pop(relpath, None)
+        entry = None
+        if seen is not None:
+            _remember(self._reported, relpath, seen)
+            entry = Entry(relpath, *seen)
+        if not self._stopped.is_set():
+            self._on_gave_up(GaveUp(relpath, status, reason, now - since, entry))
+        return None
+
+
+def _remember(memory: dict[str, tuple[int, int]], relpath: str, version: tuple[int, int]) -> None:
+    """memory[relpath] = version, most recent last, forgetting the oldest beyond the bound."""
+    memory.pop(relpath, None)
+    memory[relpath] = version
+    if len(memory) > MAX_REMEMBERED:
+        del memory[next(iter(memory))]

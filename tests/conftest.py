@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 DATA = Path(__file__).parent / "data"
 REAL_HEADERS = ["s50_fw427_m94.hdr", "s50_fw470_eq_ngc7023.hdr", "s50_fw276_wcs_ngc7023.hdr"]
@@ -102,10 +102,37 @@ def recorder() -> Recorder:
     return Recorder()
 
 
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+
+class _Capture(logging.Handler):
+    """seestar_watch's log records as dicts: the event, its level and its context."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.entries: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        context = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        if record.exc_info:
+            context["exc_info"] = True  # a traceback went with it
+        self.entries.append(
+            {"event": record.getMessage(), "log_level": record.levelname.lower(), **context}
+        )
+
+
 @pytest.fixture
 def logs() -> Iterator[list[dict[str, Any]]]:
-    with structlog.testing.capture_logs() as captured:
-        yield captured
+    """What the library logged through the standard `logging` module (loggers seestar_watch.*)."""
+    logger = logging.getLogger("seestar_watch")
+    capture, level = _Capture(), logger.level
+    logger.addHandler(capture)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield capture.entries
+    finally:
+        logger.removeHandler(capture)
+        logger.setLevel(level)
 
 
 def events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -7,8 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from seestar_watch.archive import ArchiveError, SourceChanged, archive_copy
-from seestar_watch.scan import version_of
+from seestar_watch.archive import ArchiveError, SourceChanged
+from seestar_watch.archive import archive_copy as copy_through_source
+from seestar_watch.sources import Version
+from seestar_watch.sources.local import LocalSource
+
+
+def archive_copy(source: str, root: Path, relpath: str, version: object) -> Path:
+    """The copy of the local file `source` (its relpath below the share folder)."""
+    share = LocalSource(source[: -len(relpath) - 1])
+    return copy_through_source(share, relpath, root, version)  # type: ignore[arg-type]
+
+
+def version_of(root: str, path: str, size: int, mtime_ns: int) -> Version:
+    return Version(os.fsencode(os.path.relpath(path, root)), size, mtime_ns)
 
 
 def source_file(tmp_path: Path, content: bytes, name: str = "M 42_sub/a.fit") -> tuple[Path, str]:

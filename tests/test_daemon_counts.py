@@ -10,7 +10,8 @@ from typing import Any
 
 from seestar_watch.config import parse_config
 from seestar_watch.daemon import Daemon
-from seestar_watch.ledger import Frame, Version
+from seestar_watch.ledger import Frame
+from seestar_watch.sources import Version
 
 
 class _Failing:

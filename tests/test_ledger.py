@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seestar_watch.ledger import InstanceLock, Ledger, LedgerError, Version
+from seestar_watch.ledger import InstanceLock, Ledger, LedgerError
+from seestar_watch.sources import Version
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from seestar_watch.mounts import (
+from seestar_watch.sources.mounts import (
     choose_observer,
     mount_containing,
     mounts_from_partitions,
     parse_mountinfo,
     read_mount_table,
 )
-from seestar_watch.share import not_mounted_reason
+from seestar_watch.sources.local import not_mounted_reason
 from tests.conftest import DATA
 
 LINUX = parse_mountinfo((DATA / "mounts" / "linux-mountinfo.txt").read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seestar_watch.quicklook import (
+from seestar_watch.tools.quicklook import (
     TARGET_RADIUS,
     find_peaks,
     load,
@@ -24,7 +24,7 @@ from seestar_watch.quicklook import (
     summary,
     superpixels,
 )
-from seestar_watch.synthetic import Sky, Star, frame_bytes, render, star_field
+from seestar_watch.tools.synthetic import Sky, Star, frame_bytes, render, star_field
 from tests.conftest import REAL_HEADERS, real_header
 
 

@@ -12,21 +12,25 @@ import pytest
 from seestar_watch.config import parse_config
 from seestar_watch.errors import ConfigError
 from seestar_watch.mountcheck import check_mount, mount_command, remount_read_only
-from seestar_watch.share import (
-    FLAP_LIMIT,
-    Availability,
-    ProbeTimeout,
-    ShareState,
-    ShareSupervisor,
-    SingleFlight,
-    check_share,
-)
+from seestar_watch.share import FLAP_LIMIT, ShareSupervisor
+from seestar_watch.sources import Availability, ShareState
+from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
+from seestar_watch.sources.local import LocalSource
 from tests.conftest import events_named, write_frame
 
 
 def watcher_config(watch: Path, **extra: Any) -> Any:
     raw = {"image_watcher": {"watch_path": str(watch), **extra}, "pipeline": {"command": ["x"]}}
     return parse_config(raw, Path("c.yaml")).image_watcher
+
+
+def check_share(config: Any) -> ShareState:
+    return LocalSource(config.watch_path, mount_point=config.mount_point).check(10)
+
+
+def supervisor_of(config: Any, on_up: Any, on_down: Any) -> ShareSupervisor:
+    source = LocalSource(config.watch_path, mount_point=config.mount_point)
+    return ShareSupervisor(source, config.mount_retry, threading.Event(), on_up, on_down)
 
 
 def test_a_stuck_probe_holds_one_thread_and_later_calls_do_not_pile_up(tmp_path: Path) -> None:
@@ -55,18 +59,18 @@ def test_a_mount_point_with_nothing_mounted_is_missing_and_never_looked_into(
     point = tmp_path / "mnt"
     write_frame(point / "MyWorks" / "stale.fit")  # an empty-looking local folder must not count
     config = watcher_config(point / "MyWorks", mount_point=str(point))
-    state = check_share(config, SingleFlight("t"))
+    state = check_share(config)
     assert state.availability is Availability.MISSING
     assert state.reason == f"nothing is mounted at {point}"
 
 
 def test_a_local_folder_without_mount_point_is_available(tmp_path: Path) -> None:
-    state = check_share(watcher_config(tmp_path), SingleFlight("t"))
+    state = check_share(watcher_config(tmp_path))
     assert state.is_available and state.latency is not None
 
 
 def test_a_missing_watch_path_is_missing(tmp_path: Path) -> None:
-    state = check_share(watcher_config(tmp_path / "gone"), SingleFlight("t"))
+    state = check_share(watcher_config(tmp_path / "gone"))
     assert state.availability is Availability.MISSING and "does not exist" in state.reason
 
 
@@ -84,9 +88,7 @@ def test_a_flapping_share_logs_a_bounded_number_of_lines(
     tmp_path: Path, logs: list[dict[str, Any]]
 ) -> None:
     ups, downs = [], []
-    supervisor = ShareSupervisor(
-        watcher_config(tmp_path), threading.Event(), ups.append, downs.append
-    )
+    supervisor = supervisor_of(watcher_config(tmp_path), ups.append, downs.append)
     up = ShareState(Availability.AVAILABLE, "", None)
     down = ShareState(Availability.UNAVAILABLE, "Input/output error", None)
     for _ in range(100):
@@ -99,9 +101,7 @@ def test_a_flapping_share_logs_a_bounded_number_of_lines(
 
 
 def test_waiting_is_said_once(tmp_path: Path, logs: list[dict[str, Any]]) -> None:
-    supervisor = ShareSupervisor(
-        watcher_config(tmp_path), threading.Event(), lambda s: None, lambda s: None
-    )
+    supervisor = supervisor_of(watcher_config(tmp_path), lambda s: None, lambda s: None)
     missing = ShareState(Availability.MISSING, "nothing is mounted at /mnt/seestar", None)
     for _ in range(10):
         supervisor._apply(missing)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from seestar_watch import ImageWatcher
-from seestar_watch.watcher import fits_and_folders
+from seestar_watch.sources.events import fits_and_folders
 from tests.conftest import (
     Recorder,
     events_named,
@@ -406,7 +406,7 @@ class FakeClock:
 def test_polling_spares_files_that_stopped_changing_but_sees_changes_later(
     tmp_path: Path,
 ) -> None:
-    from seestar_watch.watcher import QuietFileStat
+    from seestar_watch.sources.events import QuietFileStat
 
     clock = FakeClock()
     quiet = QuietFileStat(settled_after=30, refresh_every=60, clock=clock)

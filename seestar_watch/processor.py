@@ -2,7 +2,7 @@
 
 A bad frame or a failing command is a result recorded in the ledger, never an
 exception that escapes: the daemon's workers and `seestar-watch process` share
-this path.
+this path, crash guard included (a bug never leaves a row `running`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from seestar_watch.archive import ArchiveError, ShareUnavailable, SourceChanged, archive_copy
 from seestar_watch.config import Config
 from seestar_watch.ledger import Frame, Ledger
+from seestar_watch.log import get_logger
 from seestar_watch.pipeline import (
     RunResult,
     child_environment,
@@ -26,8 +25,9 @@ from seestar_watch.pipeline import (
     run_command,
 )
 from seestar_watch.placeholders import expand
+from seestar_watch.sources import Source
 
-log = structlog.get_logger("seestar_watch.worker")
+log = get_logger("seestar_watch.processor")
 
 
 class FrameProcessor:
@@ -35,20 +35,29 @@ class FrameProcessor:
         self,
         config: Config,
         ledger: Ledger,
+        source: Source,
         should_abort: Callable[[], bool],
         share_ok: Callable[[], bool],
     ) -> None:
         self.config = config
         self.ledger = ledger
+        self.source = source
         self.should_abort = should_abort
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
-        self.watch_path = str(config.image_watcher.watch_path.absolute())
 
     def process(self, frame: Frame) -> str:
         """Run one claimed frame; returns the state it was left in ("postponed": the share
         is unavailable, so the frame is pending again and nothing was held against it)."""
-        relpath = os.fsdecode(frame.version.relpath)
-        source = os.path.join(self.watch_path, relpath)
+        try:
+            return self._process(frame)
+        except Exception as exc:  # a bug: keep the frame (failed, retryable) and keep going
+            log.exception("worker.crashed", frame=frame.version.name)
+            self.ledger.finish(frame.id, "failed", reason=f"internal error: {exc!r}")
+            return "failed"
+
+    def _process(self, frame: Frame) -> str:
+        relpath = frame.version.name
+        source = self.source.path_of(relpath)
         bound = log.bind(frame=relpath)
         try:
             path = self._readable_copy(frame, source, relpath)
@@ -71,7 +80,7 @@ class FrameProcessor:
             return source
         if frame.archived and _same_size(frame.archived, frame.version.size):
             return frame.archived
-        copy = archive_copy(source, archive.folder, relpath, frame.version)
+        copy = archive_copy(self.source, relpath, archive.folder, frame.version)
         self.ledger.set_archived(frame.id, str(copy))
         log.debug("frame.archived", frame=relpath, copy=str(copy))
         return str(copy)

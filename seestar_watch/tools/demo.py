@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import yaml
 
-from seestar_watch.synthetic import Sky, frame_bytes, header, star_field
+from seestar_watch.tools.synthetic import Sky, frame_bytes, header, star_field
 
 TARGET = "M 42"
 ARCSEC = '"'

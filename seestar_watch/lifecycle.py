@@ -1,0 +1,66 @@
+"""Stopping: one stop flag, a forced stop, the shutdown grace, and the signals that set them.
+
+Used by `run` and `process` alike. Signal handlers only set flags; every wait is on
+the stop Event, so a stop interrupts it. The first SIGTERM or Ctrl-C asks for a
+graceful stop (a running command gets `shutdown_grace` seconds); a second one
+forces it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class Lifecycle:
+    def __init__(self, shutdown_grace: float) -> None:
+        self.shutdown_grace = shutdown_grace
+        self.stopping = threading.Event()
+        self._forced = threading.Event()
+        self._stopping_since: float | None = None
+        self._on_stop: list[Any] = []
+
+    def request_stop(self, *, force: bool = False) -> None:
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        self.stopping.set()
+        if force:
+            self._forced.set()
+        for wake in self._on_stop:
+            wake()
+
+    def on_stop(self, wake: Any) -> None:
+        """Call `wake()` (it must only set a flag) when a stop is requested."""
+        self._on_stop.append(wake)
+
+    def wait(self, seconds: float | None) -> bool:
+        """Sleep up to `seconds`; True as soon as a stop is requested."""
+        return self.stopping.wait(seconds)
+
+    def should_abort(self) -> bool:
+        """A running command is stopped on a forced stop, or once the shutdown grace is over."""
+        if self._forced.is_set():
+            return True
+        since = self._stopping_since
+        return since is not None and time.monotonic() - since >= self.shutdown_grace
+
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT request a graceful stop; a second one forces it."""
+
+        def handle(signum: int, _: Any) -> None:
+            self.request_stop(force=self.stopping.is_set())
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

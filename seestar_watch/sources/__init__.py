@@ -1,0 +1,158 @@
+"""Sources: where frames come from, and everything above them asks nothing else.
+
+A source lists frames (relative path, size, modification time) without following
+links, says what one path is now, opens a frame for bounded reading, tells whether
+it is available, and reports "something happened to this path" through one
+callable. The local folder (watchdog events or polling, and the mount table) is
+the first kind; nothing above a source assumes a local path: the header reader,
+the settle step and the archive copy read through it.
+
+The types a source produces live here: `Entry` (a frame as a listing sees it),
+`Version` (what the ledger records), `ShareState` (is it there?).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from seestar_watch.sources.mounts import Mount
+
+if TYPE_CHECKING:
+    from seestar_watch.config import WatcherConfig
+
+OnChange = Callable[[str], object]  # a relative path something happened to
+FITS_SUFFIXES = (".fits", ".fit")
+
+
+def is_fits_name(name: str) -> bool:
+    return name.lower().endswith(FITS_SUFFIXES)
+
+
+def frame_filter(ignore: Iterable[str]) -> Callable[[str], bool]:
+    """A test on a file *name*: a FITS name that no ignore pattern matches (case-sensitive)."""
+    patterns = tuple(ignore)
+
+    def wanted(name: str) -> bool:
+        return is_fits_name(name) and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return wanted
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a frame: its path below the source's root (raw bytes of the name,
+    so names that are not UTF-8 round-trip exactly), size and modification time."""
+
+    relpath: bytes
+    size: int
+    mtime_ns: int
+
+    @property
+    def name(self) -> str:
+        """The relative path as text, undecodable bytes escaped as on the file system."""
+        return os.fsdecode(self.relpath)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A regular file as a listing or a look at one path sees it."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def version(self) -> Version:
+        return Version(os.fsencode(self.relpath), self.size, self.mtime_ns)
+
+
+class Availability(Enum):
+    AVAILABLE = "available"
+    MISSING = "missing"  # not mounted, or the folder does not exist
+    UNAVAILABLE = "unavailable"  # there, but errors or no answer
+
+
+@dataclass(frozen=True)
+class ShareState:
+    availability: Availability
+    reason: str
+    mount: Mount | None = None
+    latency: float | None = None  # seconds a bounded look at the folder took
+
+    @property
+    def is_available(self) -> bool:
+        return self.availability is Availability.AVAILABLE
+
+
+class OpenFrame(Protocol):
+    """A frame opened read-only: read it in bounded pieces, ask whether it changed."""
+
+    size: int  # when it was opened
+    mtime_ns: int
+
+    def read(self, count: int) -> bytes:
+        """Up to `count` bytes (fewer only at the end of the file). Raises OSError."""
+
+    def changed(self) -> bool:
+        """Whether the frame's size or modification time moved since it was opened."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> OpenFrame: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Source(Protocol):
+    """Where frames come from. Errors are OSErrors: an errno in errors.SHARE_ERRNOS means
+    the share is unavailable (never that a frame is gone or bad)."""
+
+    location: str  # the watched folder as a person writes it (a path or a URL)
+    observer_used: str | None  # how changes are heard, once watching
+
+    def path_of(self, relpath: str) -> str:
+        """The frame as the user knows it: `{source}` and the event's `source`."""
+
+    def relpath_of(self, path: str) -> str | None:
+        """The inverse of path_of; None when `path` lies outside the source."""
+
+    def list_frames(self) -> Iterator[Entry]:
+        """Every regular file with a wanted name; raises OSError rather than half a list."""
+
+    def stat(self, relpath: str) -> Entry | None:
+        """What `relpath` is now: a regular file, or None (a folder, a link, a FIFO...).
+        Raises FileNotFoundError when it is gone."""
+
+    def open(self, relpath: str) -> OpenFrame:
+        """Open a regular file for reading without following links or blocking."""
+
+    def check(self, timeout: float) -> ShareState:
+        """Is the source there and answering? Never blocks beyond `timeout`."""
+
+    def watch(self, on_change: OnChange) -> bool:
+        """Start reporting changes; False (and an ERROR log) when it cannot."""
+
+    def unwatch(self, timeout: float) -> None:
+        """Stop reporting changes, waiting at most `timeout` seconds."""
+
+    def folders_with_frames(self) -> list[str]:
+        """Sub-folders one level down that hold frames (what recursive: false misses)."""
+
+
+def open_source(config: WatcherConfig) -> Source:
+    """The source `image_watcher` describes."""
+    from seestar_watch.sources.local import LocalSource
+
+    return LocalSource(
+        config.watch_path,
+        recursive=config.recursive,
+        ignore=config.ignore,
+        observer=config.observer,
+        poll_interval=config.poll_interval,
+        mount_point=config.mount_point,
+    )

@@ -1,0 +1,288 @@
+"""The local source: a folder on this machine, often a mounted share.
+
+Listing: os.scandir, symlinks never followed, only folders and FITS names looked
+at (events give low latency; listings make correctness independent of them:
+missed or overflowed inotify events, coalesced FSEvents, watchdog #1077).
+
+Changes: watchdog (sources/events.py), native events on local disks and polling on
+network and FUSE filesystems, where native events never report what the telescope
+writes (research/watchdog.md, watchdog #409).
+
+Availability: whether something is mounted, and where, comes from the mount table
+only; what has to touch the share (a stat and a listing) runs on a single-flight
+helper thread bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from seestar_watch.config import ObserverKind
+from seestar_watch.errors import SHARE_ERRNOS
+from seestar_watch.log import get_logger
+from seestar_watch.sources import (
+    Availability,
+    Entry,
+    OnChange,
+    ShareState,
+    frame_filter,
+)
+from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
+from seestar_watch.sources.mounts import (
+    Mount,
+    choose_observer,
+    mount_containing,
+    read_mount_table,
+)
+
+log = get_logger("seestar_watch.sources.local")
+
+
+class LocalSource:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        recursive: bool = True,
+        ignore: tuple[str, ...] = (),
+        observer: ObserverKind = "auto",
+        poll_interval: float = 2.0,
+        mount_point: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.location = self.root
+        self.recursive = recursive
+        self.wanted = frame_filter(ignore)
+        self.observer_kind = observer
+        self.poll_interval = poll_interval
+        self.mount_point = None if mount_point is None else os.path.abspath(mount_point)
+        self.observer_used: str | None = None
+        self._observer: Any = None  # a watchdog observer while watching
+        self._prober = SingleFlight("seestar-watch-probe")
+
+    # -- names ------------------------------------------------------------------
+
+    def path_of(self, relpath: str) -> str:
+        return os.path.join(self.root, relpath)
+
+    def relpath_of(self, path: str) -> str | None:
+        absolute = os.path.abspath(path)
+        if os.path.commonpath([self.root, absolute]) != self.root or absolute == self.root:
+            return None
+        return os.path.relpath(absolute, self.root)
+
+    # -- what is there ------------------------------------------------------------
+
+    def list_frames(self) -> Iterator[Entry]:
+        """Every regular file below root whose name is wanted.
+
+        A sub-folder that vanished or cannot be read is skipped; an unreadable root, or
+        an I/O error from the share anywhere, raises OSError (half a list is not the truth).
+        """
+        folders = [self.root]
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    found = list(entries)
+            except OSError as exc:
+                if folder == self.root or exc.errno in SHARE_ERRNOS:
+                    raise
+                continue
+            for entry in found:
+                if entry.is_dir(follow_symlinks=False):
+                    if self.recursive:
+                        folders.append(entry.path)
+                elif self.wanted(entry.name):
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        relpath = os.path.relpath(entry.path, self.root)
+                        yield Entry(relpath, info.st_size, info.st_mtime_ns)
+
+    def stat(self, relpath: str) -> Entry | None:
+        info = os.lstat(self.path_of(relpath))
+        if not stat.S_ISREG(info.st_mode):
+            return None  # FIFOs, symlinks, devices, folders: never opened, never reported
+        return Entry(relpath, info.st_size, info.st_mtime_ns)
+
+    def open(self, relpath: str) -> LocalFrame:
+        return LocalFrame(self.path_of(relpath))
+
+    def folders_with_frames(self, limit: int = 1000) -> list[str]:
+        with os.scandir(self.root) as entries:
+            folders = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        found = []
+        for folder in folders[:limit]:
+            try:
+                with os.scandir(folder) as entries:
+                    if any(self.wanted(e.name) for e in entries):
+                        found.append(folder)
+            except OSError as exc:
+                if exc.errno in SHARE_ERRNOS:
+                    raise
+        return found
+
+    # -- is it there? -------------------------------------------------------------
+
+    def check(self, timeout: float) -> ShareState:
+        """Is root on an active mount (at mount_point, when set) and answering?"""
+        mounts = read_mount_table()
+        if self.mount_point is not None:
+            mount = mount_at(self.mount_point, mounts)
+            if mount is None:
+                return ShareState(
+                    Availability.MISSING, not_mounted_reason(self.mount_point, mounts)
+                )
+        else:
+            mount = mount_containing(self.root, mounts)
+        try:
+            latency = self._prober.call(lambda: probe_folder(self.root), timeout)
+        except ProbeTimeout as exc:
+            return ShareState(Availability.UNAVAILABLE, f"{self.root}: {exc}", mount)
+        except OSError as exc:
+            return ShareState(*_classify(self.root, exc), mount)
+        return ShareState(Availability.AVAILABLE, "", mount, latency)
+
+    # -- changes ------------------------------------------------------------------
+
+    def watch(self, on_change: OnChange) -> bool:
+        if self._observer is not None:
+            return True
+        if not os.path.isdir(self.root):
+            what = "does not exist" if not os.path.lexists(self.root) else "is not a folder"
+            log.error("watcher.path_unusable", path=self.root, problem=what)
+            return False
+        from seestar_watch.sources import events  # watchdog: only once something is watched
+
+        kind, reason = choose_observer(
+            self.observer_kind, os.path.realpath(self.root), read_mount_table()
+        )
+        try:
+            observer = events.start_observer(
+                self.root,
+                kind,
+                lambda path: self._changed(path, on_change),
+                recursive=self.recursive,
+                poll_interval=self.poll_interval,
+            )
+        except OSError as exc:  # e.g. inotify watch limit reached, folder vanished
+            log.error("watcher.start_failed", path=self.root, error=str(exc))
+            return False
+        self._observer, self.observer_used = observer, kind
+        log.info(
+            "watcher.started",
+            path=self.root,
+            observer=kind,
+            reason=reason,
+            recursive=self.recursive,
+        )
+        return True
+
+    def unwatch(self, timeout: float) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            # join() has no timeout of its own worth trusting on a hung share
+            observer.join(timeout)
+
+    def _changed(self, path: str, on_change: OnChange) -> None:
+        relpath = self.relpath_of(path)
+        if relpath is not None and self.wanted(os.path.basename(path)):
+            on_change(relpath)
+
+
+class LocalFrame:
+    """A local frame opened read-only: O_NOFOLLOW (never through a link), O_NONBLOCK (a
+    FIFO never blocks the open), regular files only, no memory-mapping."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = os.fstat(self._fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.size, self.mtime_ns = info.st_size, info.st_mtime_ns
+
+    def read(self, count: int) -> bytes:
+        chunks = []
+        while count > 0:
+            chunk = os.read(self._fd, count)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    def changed(self) -> bool:
+        info = os.fstat(self._fd)
+        return (info.st_size, info.st_mtime_ns) != (self.size, self.mtime_ns)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LocalFrame:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the mount table and bounded looks at the folder -----------------------------
+
+
+def mount_at(point: str, mounts: list[Mount]) -> Mount | None:
+    """The active mount exactly at `point` (the last one: later mounts hide earlier ones)."""
+    found = [m for m in mounts if os.path.normpath(m.mount_point) == os.path.normpath(point)]
+    return found[-1] if found else None
+
+
+def enclosing_share(point: str, mounts: list[Mount]) -> Mount | None:
+    """The network or FUSE mount that `point` lies inside (not at), e.g. smbnetfs's host folder."""
+    mount = mount_containing(point, mounts)
+    if mount is None or not mount.is_network:
+        return None
+    return mount if os.path.normpath(mount.mount_point) != os.path.normpath(point) else None
+
+
+def not_mounted_reason(point: str, mounts: list[Mount]) -> str:
+    """Why mount_point has no mount: nothing there, or it is a folder inside another mount."""
+    enclosing = enclosing_share(point, mounts)
+    if enclosing is None:
+        return f"nothing is mounted at {point}"
+    return (
+        f"nothing is mounted at {point}: it is a folder inside the {enclosing.fstype} mount at"
+        f" {enclosing.mount_point}; set image_watcher.mount_point: {enclosing.mount_point}"
+    )
+
+
+def probe_folder(path: str) -> float:
+    """stat and start listing `path`; the seconds it took. Raises OSError."""
+    started = time.monotonic()
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+    with os.scandir(path) as entries:
+        next(entries, None)
+    return time.monotonic() - started
+
+
+def _classify(watch: str, exc: OSError) -> tuple[Availability, str]:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        what = "does not exist" if exc.errno == errno.ENOENT else "is not a folder"
+        return Availability.MISSING, f"{watch} {what}"
+    if exc.errno in SHARE_ERRNOS:
+        return Availability.UNAVAILABLE, f"{watch}: {os.strerror(exc.errno or 0)}"
+    return Availability.UNAVAILABLE, f"{watch}: {exc.strerror or exc}"

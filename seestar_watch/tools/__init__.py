@@ -1,0 +1,1 @@
+"""Tools beside the path of a frame: the demo, the quicklook stage, synthetic frames."""
