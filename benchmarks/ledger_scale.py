@@ -22,8 +22,8 @@ from bench import small_frame
 from seestar_watch.config import load_config
 from seestar_watch.daemon import Daemon
 from seestar_watch.ledger import Ledger
-from seestar_watch.sources import Version
 from seestar_watch.report import status_report
+from seestar_watch.sources import Version
 
 
 class CountingSettle:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from seestar_watch.sources.local import not_mounted_reason
 from seestar_watch.sources.mounts import (
     choose_observer,
     mount_containing,
@@ -14,7 +15,6 @@ from seestar_watch.sources.mounts import (
     parse_mountinfo,
     read_mount_table,
 )
-from seestar_watch.sources.local import not_mounted_reason
 from tests.conftest import DATA
 
 LINUX = parse_mountinfo((DATA / "mounts" / "linux-mountinfo.txt").read_text())
