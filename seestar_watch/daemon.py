@@ -20,24 +20,20 @@ from typing import Any
 from seestar_watch import intake
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
-from seestar_watch.fitsheader import HeaderRead
 from seestar_watch.ledger import Frame, Ledger
 from seestar_watch.lifecycle import Lifecycle
 from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.processor import FrameProcessor
-from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.sources import Entry, ShareState, open_source
+from seestar_watch.sources import ShareState, open_source
+from seestar_watch.watch import Watch
 
 log = get_logger("seestar_watch.daemon")
 
 LEDGER_POLL = 2.0  # workers look at the ledger at least this often (`retry` from outside)
 STATUS_EVERY = 5.0  # seconds between two STATUS= lines to systemd
-# Frames written while a first start waited for the share are run, not skipped; the
-# telescope's clock may be a little off ours: this much earlier still counts as "after".
-CLOCK_TOLERANCE = 60.0
 
 
 class Daemon:
@@ -52,7 +48,6 @@ class Daemon:
         self.lifecycle = Lifecycle(config.pipeline.shutdown_grace)
         self.failed = 0  # frames that ended `failed` during this run
         self._failed_lock = threading.Lock()
-        self.folders = 0  # folders holding frames, at the last scan
         self.last_frame = ""  # "<name> <state>" of the last frame a worker finished
         self.share = ShareSupervisor(
             self.source,
@@ -62,14 +57,7 @@ class Daemon:
             self._share_down,
         )
         self._work = threading.Condition()
-        self._intake_wake = threading.Event()
-        self._share_came_up = False  # set by the share thread, handled by the intake thread
-        self._settle: Settle | None = None
-        self._watching = False
-        self._baseline_taken = False
-        self._checked_subfolders = False
-        self._started_at = time.time()
-        self._first_start: float | None = None  # when seestar-watch first ran on this ledger
+        self._watch: Watch | None = None
         self.lifecycle.on_stop(self._wake_everyone)
 
     # -- run -------------------------------------------------------------------
@@ -91,14 +79,22 @@ class Daemon:
                     frames=recovered,
                     note="left running by a daemon that did not stop cleanly",
                 )
-            if ledger.is_new():
-                self._first_start = ledger.first_started_at()
+            self._watch = Watch(
+                self.config,
+                self.source,
+                ledger,
+                self.share,
+                on_pending=self._wake_workers,
+                process_existing=self.process_existing,
+                asked_to_process_existing=self._asked_to_process_existing,
+                first_start=ledger.first_started_at() if ledger.is_new() else None,
+            )
             if once or not self.wait_for_share:
                 self._require_share()
             if once:
-                self._baseline_or_continue(ledger)
-                return self._run_once(ledger)
-            self._run_forever(ledger)
+                self._watch.baseline_or_continue()
+                return self._run_once(ledger, self._watch)
+            self._run_forever(ledger, self._watch)
         return 0
 
     def _require_share(self) -> None:
@@ -109,11 +105,11 @@ class Daemon:
                 " says how to mount it (or run without --no-wait to wait for it)"
             )
 
-    def _run_forever(self, ledger: Ledger) -> None:
+    def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
         processor = self._processor(ledger)
         threads = [
             self._thread("share", self.share.run),
-            self._thread("intake", self._intake_loop, ledger),
+            self._thread("intake", watch.run, self.lifecycle.stopping),
         ]
         threads += [
             self._thread(f"worker-{n}", self._work_loop, ledger, processor)
@@ -134,7 +130,7 @@ class Daemon:
                 notifier.status(self.status_line(ledger))
                 next_status = time.monotonic() + STATUS_EVERY
         notifier.stopping("stopping: letting a running command finish")
-        self._shutdown(threads)
+        self._shutdown(threads, watch)
 
     def _processor(self, ledger: Ledger) -> FrameProcessor:
         return FrameProcessor(
@@ -147,7 +143,8 @@ class Daemon:
         if state is None or not state.is_available:
             doing = "waiting for the share" + (f": {state.reason}" if state else "")
         else:
-            doing = f"watching {self.source.location} ({count_of(self.folders, 'folder')})"
+            folders = self._watch.folders if self._watch else 0
+            doing = f"watching {self.source.location} ({count_of(folders, 'folder')})"
         last = f"; last frame {self.last_frame}" if self.last_frame else ""
         return f"{doing}; {ledger.pending_count()} pending{last}"
 
@@ -158,7 +155,7 @@ class Daemon:
             self.share.poke()
         return answers
 
-    def _shutdown(self, threads: list[threading.Thread]) -> None:
+    def _shutdown(self, threads: list[threading.Thread], watch: Watch) -> None:
         log.info(
             "daemon.stopping",
             grace_s=self.config.pipeline.shutdown_grace,
@@ -170,15 +167,19 @@ class Daemon:
         limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
         for thread in threads:
             thread.join(max(0.1, limit - time.monotonic()))
-        if self._settle is not None:
-            self._settle.stop(timeout=5.0)
+        watch.stop()
         stuck = [t.name for t in threads if t.is_alive()]
         log.info("daemon.stopped", stuck_threads=stuck or None)
 
     def _wake_everyone(self) -> None:
-        self._intake_wake.set()
+        if self._watch is not None:
+            self._watch.wake.set()
         with self._work:
             self._work.notify_all()
+
+    def _wake_workers(self) -> None:
+        with self._work:
+            self._work.notify()
 
     def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
         thread = threading.Thread(
@@ -190,155 +191,13 @@ class Daemon:
     # -- the share thread: flags only --------------------------------------------
 
     def _share_up(self, state: ShareState) -> None:
-        self._share_came_up = True
+        if self._watch is not None:
+            self._watch.share_came_up = True
         self._wake_everyone()
 
     def _share_down(self, state: ShareState) -> None:
-        self._intake_wake.set()
-
-    # -- the intake thread ---------------------------------------------------------
-
-    def _intake_loop(self, ledger: Ledger) -> None:
-        """Baseline once, keep the watch in step with the share, rescan; never on the share
-        thread, and a failed step is tried again at the next turn."""
-        interval = self.config.image_watcher.rescan_interval
-        retry = self.config.image_watcher.mount_retry
-        next_rescan: float | None = None
-        while not self.lifecycle.stopping.is_set():
-            wait = None if next_rescan is None else max(0.0, next_rescan - time.monotonic())
-            self._intake_wake.wait(wait)
-            self._intake_wake.clear()
-            if self.lifecycle.stopping.is_set():
-                break
-            if not self.share.available:
-                self._stop_watching()
-                next_rescan = None
-                continue
-            came_up, self._share_came_up = self._share_came_up, False
-            if not self._take_baseline(ledger) or not self._start_watching(ledger):
-                next_rescan = time.monotonic() + retry  # tried again soon
-                continue
-            due = next_rescan is not None and time.monotonic() >= next_rescan
-            if came_up or due or next_rescan is None:
-                self._catch_up(ledger)
-                next_rescan = time.monotonic() + interval if interval else None
-        self._stop_watching()
-
-    def _take_baseline(self, ledger: Ledger) -> bool:
-        if self._baseline_taken:
-            return True
-        try:
-            self._baseline_or_continue(ledger)
-        except OSError as exc:
-            log.warning("scan.failed", path=self.source.location, error=str(exc))
-            self.share.poke()
-            return False
-        self._baseline_taken = True
-        return True
-
-    def _start_watching(self, ledger: Ledger) -> bool:
-        if self._watching:
-            return True
-        if self._settle is None:
-            options = self.config.image_watcher
-            self._settle = Settle(
-                self.source,
-                options.debounce_delay,
-                incomplete_timeout=options.incomplete_timeout,
-                on_settled=lambda entry, header: self._settled(ledger, entry, header),
-                on_gave_up=lambda gave_up: intake.record_gave_up(ledger, self.source, gave_up),
-            )
-            self._settle.start()
-        # a fresh watch each time the share comes back: native watches die with an
-        # unmount (watchdog #420)
-        self._watching = self.source.watch(self._settle.touch)
-        return self._watching
-
-    def _stop_watching(self) -> None:
-        if self._watching:
-            self._watching = False
-            self.source.unwatch(5.0)
-
-    def _settled(self, ledger: Ledger, entry: Entry, header: HeaderRead) -> None:
-        if intake.record(ledger, self.source, entry, header) == "pending":
-            with self._work:
-                self._work.notify()
-
-    def _baseline_or_continue(self, ledger: Ledger) -> None:
-        """First start: what was there when seestar-watch first started is `skipped`."""
-        if not ledger.is_new():
-            if self._asked_to_process_existing:
-                log.warning(
-                    "ledger.process_existing_ignored",
-                    ledger=str(ledger.path),
-                    note="--process-existing applies to a first start only (an empty ledger);"
-                    " `seestar-watch process PATH...` runs frames that were skipped",
-                )
-            return
-        if self.process_existing:
-            ledger.mark_started()
-            log.info("ledger.first_start", existing="processed")
-            return
-        entries = list(self.source.list_frames())
-        before = self._baseline_cutoff_ns()
-        skipped = [e.version for e in entries if before is None or e.mtime_ns < before]
-        count = ledger.record_baseline(skipped)
-        log.info(
-            "ledger.baseline",
-            skipped=count,
-            run=len(entries) - count,
-            note="frames already there are recorded as skipped, not run"
-            " (use --process-existing to run them)",
-        )
-
-    def _baseline_cutoff_ns(self) -> int | None:
-        """None: everything listed now was there at the first start (the share answered
-        then). Otherwise the first start waited for the share: only frames older than that
-        start (less the clock tolerance) were there; the rest arrived meanwhile and run."""
-        first = self._first_start
-        waited = self.share.waited or (first is not None and first < self._started_at - 1.0)
-        if first is None or not waited:
-            return None
-        return int((first - CLOCK_TOLERANCE) * 1e9)
-
-    def _warn_if_frames_unwatched(self) -> None:
-        """recursive: false with frames in sub-folders (where the Seestar writes them): say so."""
-        if self.config.image_watcher.recursive or self._checked_subfolders:
-            return
-        self._checked_subfolders = True
-        try:
-            folders = self.source.folders_with_frames()
-        except OSError:
-            return
-        if folders:
-            log.warning(
-                "watch.subfolders_not_watched",
-                folders=len(folders),
-                example=folders[0],
-                fix="set image_watcher.recursive: true (the Seestar writes into"
-                " MyWorks/<target>_sub/)",
-            )
-
-    def _catch_up(self, ledger: Ledger) -> None:
-        """Feed whatever the ledger has not seen to settle: nothing depends on an event."""
-        self._warn_if_frames_unwatched()
-        settle = self._settle
-        started, seen, new, folders = time.monotonic(), 0, 0, set()
-        try:
-            for entry in self.source.list_frames():
-                seen += 1
-                folders.add(entry.relpath.rpartition("/")[0])
-                if settle is not None and not ledger.knows(entry.version):
-                    settle.touch(entry.relpath)
-                    new += 1
-        except OSError as exc:
-            log.warning("scan.failed", path=self.source.location, error=str(exc))
-            self.share.poke()
-            return
-        self.folders = len(folders)  # for the STATUS line systemd shows
-        log.debug(
-            "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
-        )
+        if self._watch is not None:
+            self._watch.wake.set()
 
     # -- the workers ---------------------------------------------------------------
 
@@ -362,9 +221,9 @@ class Daemon:
 
     # -- run --once ------------------------------------------------------------------
 
-    def _run_once(self, ledger: Ledger) -> int:
+    def _run_once(self, ledger: Ledger, watch: Watch) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
-        self._warn_if_frames_unwatched()
+        watch.warn_if_frames_unwatched()
         for entry in self.source.list_frames():
             if not ledger.knows(entry.version):
                 intake.read_and_record(ledger, self.source, entry.relpath)

@@ -56,6 +56,10 @@ class ImageWatcher:
         self.watch_path = self.source.root
         self.callback = callback
         self.debounce_delay = debounce_delay
+        self.recursive = recursive
+        self.observer_kind = observer
+        self.poll_interval = poll_interval
+        self.incomplete_timeout = incomplete_timeout
         self._settle = Settle(
             self.source,
             debounce_delay,

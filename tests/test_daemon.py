@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -670,3 +671,27 @@ def test_process_runs_a_frame_a_killed_daemon_left_running(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("done")
     assert len(scope.runs()) == 2
+
+
+def test_a_first_start_that_waits_for_the_share_runs_what_arrives_meanwhile(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    # the share is not there when seestar-watch is first started (watch_path missing)
+    scope.update(image_watcher={"mount_retry": 0.3})
+    scope.share.rmdir()
+    daemon = started_daemon(scope, daemons, until="share.waiting")
+    assert daemon.stop() == 0  # and a restart while still waiting changes nothing
+    daemon = started_daemon(scope, daemons, until="share.waiting")
+    staging = scope.root / "staging" / "MyWorks" / "M 42_sub"
+    old = write_frame(staging / "before_the_first_start.fit")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    write_frame(staging / "while_waiting.fit")  # written after the first start
+    staging.parent.rename(scope.share)  # the share appears, both frames on it
+    new = scope.share / "M 42_sub" / "while_waiting.fit"
+    daemon.wait_for_event("pipeline.finished")
+    baseline = daemon.events("ledger.baseline")[0]
+    assert baseline["skipped"] == 1 and baseline["run"] == 1
+    daemon.wait_for_event("scan.finished", count=2)
+    assert daemon.stop() == 0
+    assert scope.run_sources() == [str(new)]

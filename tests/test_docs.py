@@ -52,3 +52,14 @@ def test_the_events_and_flags_a_user_meets_are_documented() -> None:
         assert f"`{name}`" in README, name
     assert "`-V`" in README and "`-h`" in README
     assert "enable-linger" in README
+
+
+def test_every_module_is_on_the_architecture_map() -> None:
+    architecture = (ROOT / "ARCHITECTURE.md").read_text()
+    package = ROOT / "seestar_watch"
+    for module in package.rglob("*.py"):
+        if module.name in ("__init__.py", "__main__.py") and module.parent == package:
+            continue
+        relative = module.relative_to(package)
+        shown = f"`{relative.name}`" if relative.parent == Path(".") else f"`{relative.parent}/"
+        assert shown in architecture or f"`{relative}`" in architecture, relative

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -427,3 +428,22 @@ def test_polling_spares_files_that_stopped_changing_but_sees_changes_later(
     assert quiet(str(grow)).st_size == grow.stat().st_size  # young files: always for real
     (tmp_path / "folder").mkdir()
     assert quiet(str(tmp_path / "folder")) is not None
+
+
+def test_as_a_library_it_logs_through_the_standard_logging_module(
+    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a script's logging.basicConfig(...) or pytest's caplog must see what went wrong
+    caplog.set_level(logging.INFO)
+    assert not ImageWatcher(tmp_path / "missing", recorder).start()
+    unusable = [r for r in caplog.records if r.getMessage() == "watcher.path_unusable"]
+    assert unusable and unusable[0].name.startswith("seestar_watch.")
+    assert unusable[0].levelno == logging.ERROR
+    assert unusable[0].path == str(tmp_path / "missing")  # type: ignore[attr-defined]
+    watcher = started(tmp_path, recorder, observer="native")
+    try:
+        (tmp_path / "not_fits.fit").write_bytes(b"hello" * 1000)
+        wait_for(lambda: recorder.events)
+        assert any(r.getMessage() == "frame.header_unreadable" for r in caplog.records)
+    finally:
+        watcher.stop()

@@ -1,0 +1,205 @@
+"""The intake thread: the first start's baseline, the watch kept in step with the share,
+and the rescans that make every frame independent of events.
+
+Everything here may block on the share (a listing of a dead server can take minutes),
+so it runs on a thread of its own: never on the share supervisor's, which must keep
+reporting `share.lost` and `share.restored` whatever a listing does. A step that fails
+(a listing, a watch that cannot start) is tried again at the next turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from seestar_watch import intake
+from seestar_watch.config import Config
+from seestar_watch.fitsheader import HeaderRead
+from seestar_watch.ledger import Ledger
+from seestar_watch.log import get_logger
+from seestar_watch.settle import Settle
+from seestar_watch.share import ShareSupervisor
+from seestar_watch.sources import Entry, Source
+
+log = get_logger("seestar_watch.watch")
+
+# Frames written while a first start waited for the share are run, not skipped; the
+# telescope's clock may be a little off ours: this much earlier still counts as "after".
+CLOCK_TOLERANCE = 60.0
+
+
+class Watch:
+    def __init__(
+        self,
+        config: Config,
+        source: Source,
+        ledger: Ledger,
+        share: ShareSupervisor,
+        *,
+        on_pending: Callable[[], None],
+        process_existing: bool,
+        asked_to_process_existing: bool,
+        first_start: float | None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.ledger = ledger
+        self.share = share
+        self.on_pending = on_pending
+        self.process_existing = process_existing
+        self._asked_to_process_existing = asked_to_process_existing  # on the command line
+        self._first_start = first_start  # when seestar-watch first ran on this ledger
+        self._started_at = time.time()
+        self.folders = 0  # folders holding frames, at the last scan
+        self.wake = threading.Event()
+        self.share_came_up = False  # set by the share thread, handled here
+        self._settle: Settle | None = None
+        self._watching = False
+        self._baseline_taken = False
+        self._checked_subfolders = False
+
+    def run(self, stopping: threading.Event) -> None:
+        """Baseline once, keep the watch in step with the share, rescan; never on the share
+        thread, and a failed step is tried again at the next turn."""
+        interval = self.config.image_watcher.rescan_interval
+        retry = self.config.image_watcher.mount_retry
+        next_rescan: float | None = None
+        while not stopping.is_set():
+            wait = None if next_rescan is None else max(0.0, next_rescan - time.monotonic())
+            self.wake.wait(wait)
+            self.wake.clear()
+            if stopping.is_set():
+                break
+            if not self.share.available:
+                self.stop_watching()
+                next_rescan = None
+                continue
+            came_up, self.share_came_up = self.share_came_up, False
+            if not self._take_baseline() or not self._start_watching():
+                next_rescan = time.monotonic() + retry  # tried again soon
+                continue
+            due = next_rescan is not None and time.monotonic() >= next_rescan
+            if came_up or due or next_rescan is None:
+                self._catch_up()
+                next_rescan = time.monotonic() + interval if interval else None
+        self.stop_watching()
+
+    def _take_baseline(self) -> bool:
+        if self._baseline_taken:
+            return True
+        try:
+            self.baseline_or_continue()
+        except OSError as exc:
+            log.warning("scan.failed", path=self.source.location, error=str(exc))
+            self.share.poke()
+            return False
+        self._baseline_taken = True
+        return True
+
+    def _start_watching(self) -> bool:
+        if self._watching:
+            return True
+        if self._settle is None:
+            options = self.config.image_watcher
+            self._settle = Settle(
+                self.source,
+                options.debounce_delay,
+                incomplete_timeout=options.incomplete_timeout,
+                on_settled=self._settled,
+                on_gave_up=lambda gave_up: intake.record_gave_up(self.ledger, self.source, gave_up),
+            )
+            self._settle.start()
+        # a fresh watch each time the share comes back: native watches die with an
+        # unmount (watchdog #420)
+        self._watching = self.source.watch(self._settle.touch)
+        return self._watching
+
+    def stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.source.unwatch(5.0)
+
+    def _settled(self, entry: Entry, header: HeaderRead) -> None:
+        if intake.record(self.ledger, self.source, entry, header) == "pending":
+            self.on_pending()
+
+    def baseline_or_continue(self) -> None:
+        """First start: what was there when seestar-watch first started is `skipped`."""
+        if not self.ledger.is_new():
+            if self._asked_to_process_existing:
+                log.warning(
+                    "ledger.process_existing_ignored",
+                    ledger=str(self.ledger.path),
+                    note="--process-existing applies to a first start only (an empty ledger);"
+                    " `seestar-watch process PATH...` runs frames that were skipped",
+                )
+            return
+        if self.process_existing:
+            self.ledger.mark_started()
+            log.info("ledger.first_start", existing="processed")
+            return
+        entries = list(self.source.list_frames())
+        before = self._baseline_cutoff_ns()
+        skipped = [e.version for e in entries if before is None or e.mtime_ns < before]
+        count = self.ledger.record_baseline(skipped)
+        log.info(
+            "ledger.baseline",
+            skipped=count,
+            run=len(entries) - count,
+            note="frames already there are recorded as skipped, not run"
+            " (use --process-existing to run them)",
+        )
+
+    def _baseline_cutoff_ns(self) -> int | None:
+        """None: everything listed now was there at the first start (the share answered
+        then). Otherwise the first start waited for the share: only frames older than that
+        start (less the clock tolerance) were there; the rest arrived meanwhile and run."""
+        first = self._first_start
+        waited = self.share.waited or (first is not None and first < self._started_at - 1.0)
+        if first is None or not waited:
+            return None
+        return int((first - CLOCK_TOLERANCE) * 1e9)
+
+    def warn_if_frames_unwatched(self) -> None:
+        """recursive: false with frames in sub-folders (where the Seestar writes them): say so."""
+        if self.config.image_watcher.recursive or self._checked_subfolders:
+            return
+        self._checked_subfolders = True
+        try:
+            folders = self.source.folders_with_frames()
+        except OSError:
+            return
+        if folders:
+            log.warning(
+                "watch.subfolders_not_watched",
+                folders=len(folders),
+                example=folders[0],
+                fix="set image_watcher.recursive: true (the Seestar writes into"
+                " MyWorks/<target>_sub/)",
+            )
+
+    def _catch_up(self) -> None:
+        """Feed whatever the ledger has not seen to settle: nothing depends on an event."""
+        self.warn_if_frames_unwatched()
+        settle = self._settle
+        started, seen, new, folders = time.monotonic(), 0, 0, set()
+        try:
+            for entry in self.source.list_frames():
+                seen += 1
+                folders.add(entry.relpath.rpartition("/")[0])
+                if settle is not None and not self.ledger.knows(entry.version):
+                    settle.touch(entry.relpath)
+                    new += 1
+        except OSError as exc:
+            log.warning("scan.failed", path=self.source.location, error=str(exc))
+            self.share.poke()
+            return
+        self.folders = len(folders)  # for the STATUS line systemd shows
+        log.debug(
+            "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
+        )
+
+    def stop(self) -> None:
+        if self._settle is not None:
+            self._settle.stop(timeout=5.0)

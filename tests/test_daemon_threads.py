@@ -1,0 +1,141 @@
+"""The daemon's threads, in this process: counters shared by workers, and the share thread
+that nothing touching the share may hold."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from seestar_watch.config import parse_config
+from seestar_watch.daemon import Daemon
+from seestar_watch.ledger import Frame
+from seestar_watch.sources import Version
+from tests.conftest import events_named, wait_for, write_frame
+
+
+class _Failing:
+    """A frame processor whose every frame fails at once (the ledger is not touched)."""
+
+    def process(self, frame: Frame) -> str:
+        return "failed"
+
+
+def test_failures_counted_by_many_workers_at_once_are_all_counted(tmp_path: Path) -> None:
+    raw: dict[str, Any] = {
+        "image_watcher": {"watch_path": str(tmp_path)},
+        "pipeline": {"command": ["true"]},
+    }
+    daemon = Daemon(parse_config(raw, tmp_path / "config.yaml"))
+    frame = Frame(1, Version(b"a.fit", 1, 1), {}, 1, None)
+    workers, each = 4, 200
+
+    def switch_threads_between_opcodes(frame: FrameType, event: str, _: Any) -> Any:
+        # let another thread run between any two bytecodes of Daemon._process, so a
+        # read-modify-write that is not under a lock loses updates, as it can in production
+        if frame.f_code is Daemon._process.__code__:
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                time.sleep(0)
+            return switch_threads_between_opcodes
+        return None
+
+    threading.settrace(switch_threads_between_opcodes)
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda: [daemon._process(_Failing(), frame) for _ in range(each)]  # type: ignore[arg-type]
+            )
+            for _ in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    assert daemon.failed == workers * each
+
+
+def in_process_daemon(tmp_path: Path, **watcher: Any) -> tuple[Daemon, threading.Thread]:
+    share = tmp_path / "share"
+    share.mkdir(exist_ok=True)
+    raw: dict[str, Any] = {
+        "image_watcher": {
+            "watch_path": str(share),
+            "debounce_delay": 0.2,
+            "mount_retry": 0.2,
+            "rescan_interval": 0,
+            **watcher,
+        },
+        "pipeline": {"command": ["true", "{path}"], "retry_delay": 0},
+        "state": {"path": str(tmp_path / "state" / "ledger.sqlite3")},
+        "archive": {"path": str(tmp_path / "archive")},
+    }
+    daemon = Daemon(parse_config(raw, tmp_path / "config.yaml"))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return daemon, thread
+
+
+def stop(daemon: Daemon, thread: threading.Thread) -> None:
+    daemon.lifecycle.request_stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_watch_that_fails_to_start_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    from seestar_watch.sources import events
+
+    real = events.start_observer
+    calls = []
+
+    def full_the_first_time(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:  # as when the inotify watch limit is reached
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(events, "start_observer", full_the_first_time)
+    daemon, thread = in_process_daemon(tmp_path)
+    try:
+        wait_for(lambda: events_named(logs, "watcher.started"), timeout=10)
+        assert len(events_named(logs, "watcher.start_failed")) == 1
+        write_frame(tmp_path / "share" / "M 42_sub" / "a.fit")
+        wait_for(lambda: daemon.last_frame == "a.fit done", timeout=10)
+    finally:
+        stop(daemon, thread)
+
+
+def test_a_listing_that_hangs_does_not_hold_share_supervision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    from seestar_watch import share
+    from seestar_watch.sources.local import LocalSource
+
+    monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
+    release = threading.Event()
+    real_list = LocalSource.list_frames
+
+    def hung(self: LocalSource) -> Any:  # a dead server: the listing never returns
+        release.wait(30)
+        return real_list(self)
+
+    monkeypatch.setattr(LocalSource, "list_frames", hung)
+    daemon, thread = in_process_daemon(tmp_path)
+    try:
+        wait_for(lambda: daemon.share.turns >= 5, timeout=10)  # still checking the share
+        (tmp_path / "share").rename(tmp_path / "gone")
+        wait_for(lambda: events_named(logs, "share.lost"), timeout=10)
+        (tmp_path / "gone").rename(tmp_path / "share")
+        wait_for(lambda: events_named(logs, "share.restored"), timeout=10)
+    finally:
+        release.set()
+        stop(daemon, thread)
