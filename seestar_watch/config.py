@@ -76,6 +76,74 @@ def folder_path(value: Any, key: str, problems: list[str]) -> Any:
     return Path(os.path.expanduser(value))
 
 
+@dataclass(frozen=True)
+class SmbUrl:
+    """`smb://[user[:password]@]host[:port]/<share>/<folder>...`, the share's names as they are.
+
+    Shown (str, logs, `{source}`) without the password and without percent-encoding, so a
+    frame's URL is one exact argument: smb://seestar.local/EMMC Images/MyWorks/M 94_sub/x.fit
+    """
+
+    host: str
+    share: str
+    folder: tuple[str, ...] = ()
+    port: int = 445
+    username: str = "guest"
+    password: str = field(default="", repr=False)
+
+    def __str__(self) -> str:
+        return self.url_of("")
+
+    def url_of(self, relpath: str) -> str:
+        """The URL of `relpath` (a path below the folder, "/"-separated); "" for the folder."""
+        user = "" if self.username == "guest" else f"{self.username}@"
+        port = "" if self.port == 445 else f":{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        parts = [self.share, *self.folder, *(p for p in relpath.split("/") if p)]
+        return f"smb://{user}{host}{port}/" + "/".join(parts)
+
+
+SMB_SCHEME = "smb://"
+
+
+def parse_smb_url(text: str) -> SmbUrl:
+    """An SmbUrl; ValueError saying what is wrong with `text`."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(text)
+    try:
+        port = parts.port or 445
+    except ValueError:
+        raise ValueError("the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError("no host (smb://seestar.local/EMMC Images/MyWorks)")
+    names = [unquote(name) for name in parts.path.split("/") if name]
+    if not names:
+        raise ValueError("no share name (smb://seestar.local/EMMC Images/MyWorks)")
+    bad = [n for n in names if n in (".", "..") or "\\" in n or any(ord(c) < 32 for c in n)]
+    if bad or parts.query or parts.fragment:
+        raise ValueError("a share or folder name holds '..', a backslash, '?' or '#'")
+    return SmbUrl(
+        host=parts.hostname,
+        share=names[0],
+        folder=tuple(names[1:]),
+        port=port,
+        username=unquote(parts.username) if parts.username else "guest",
+        password=unquote(parts.password) if parts.password else "",
+    )
+
+
+def watch_location(value: Any, key: str, problems: list[str]) -> Any:
+    """A local folder, or an smb:// URL read with no mount at all."""
+    if isinstance(value, str) and value.lower().startswith(SMB_SCHEME):
+        try:
+            return parse_smb_url(value)
+        except ValueError as exc:
+            problems.append(f"{key}: not a usable smb:// URL: {exc}")
+            return INVALID
+    return folder_path(value, key, problems)
+
+
 def command_argv(value: Any, key: str, problems: list[str]) -> Any:
     """An argv list, or a string split once with shlex (never handed to a shell)."""
     if isinstance(value, str):
@@ -153,7 +221,7 @@ def pipeline_command(value: Any, key: str, problems: list[str]) -> Any:
 
 @dataclass(frozen=True)
 class WatcherConfig:
-    watch_path: Path = setting(folder_path)
+    watch_path: Path | SmbUrl = setting(watch_location)
     enabled: bool = setting(boolean, True)
     debounce_delay: float = setting(number(0), 2.0)
     # The Seestar writes every sub-frame into MyWorks/<target>_sub/: watching only the
@@ -166,6 +234,7 @@ class WatcherConfig:
     mount_point: Path | None = setting(optional_path, None)
     mount_retry: float = setting(number(0, above=True), 10.0)
     incomplete_timeout: float = setting(number(0, above=True), 300.0)
+    smb_timeout: float = setting(number(0, above=True), 10.0)
 
 
 @dataclass(frozen=True)
@@ -291,12 +360,20 @@ def parse_config(raw: Any, source: Path) -> Config:
     sections = {
         name: _resolved(section, source.absolute().parent) for name, section in sections.items()
     }
-    watcher = sections["image_watcher"]
-    if watcher.mount_point is not None:
-        problems += _mount_point_problems(watcher)
+    problems += _combination_problems(sections)
     if problems:
         raise ConfigError(str(source), problems)
     return Config(source=source, **sections)
+
+
+def _combination_problems(sections: dict[str, Any]) -> list[str]:
+    """Keys that are valid alone but not together."""
+    watcher = sections["image_watcher"]
+    if isinstance(watcher.watch_path, SmbUrl):
+        return _smb_problems(watcher, sections.get("archive") or ArchiveConfig())
+    if watcher.mount_point is not None:
+        return _mount_point_problems(watcher)
+    return []
 
 
 def _resolved(section: Section, base: Path) -> Section:
@@ -308,6 +385,27 @@ def _resolved(section: Section, base: Path) -> Section:
         if isinstance(value := getattr(section, spec.name), Path)
     }
     return replace(section, **changes)  # type: ignore[type-var]
+
+
+def _smb_problems(watcher: WatcherConfig, archive: ArchiveConfig) -> list[str]:
+    """What cannot go with an smb:// watch_path, and why."""
+    problems = []
+    if watcher.mount_point is not None:
+        problems.append(
+            "image_watcher.mount_point: not used with an smb:// watch_path (seestar-watch"
+            " connects to the share itself, no mount involved): remove it"
+        )
+    if watcher.observer == "native":
+        problems.append(
+            "image_watcher.observer: native needs a local folder; with smb:// use auto (the"
+            " server's change notifications, and listings) or polling (listings only)"
+        )
+    if not archive.enabled:
+        problems.append(
+            "archive.enabled: false cannot go with an smb:// watch_path: the pipeline needs a"
+            " local file, so with smb:// it always gets the archived copy"
+        )
+    return problems
 
 
 def _mount_point_problems(watcher: WatcherConfig) -> list[str]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from seestar_watch.config import WatcherConfig
+from seestar_watch.config import SmbUrl, WatcherConfig
 from seestar_watch.log import count_of
 from seestar_watch.sources import Availability
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
@@ -94,6 +94,8 @@ def remount_read_only(point: str, system: str = sys.platform) -> str:
 
 
 def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platform) -> MountReport:
+    if isinstance(config.watch_path, SmbUrl):
+        return check_smb(config, config.watch_path, timeout)
     deadline = time.monotonic() + timeout
     watch = str(config.watch_path)
     report = MountReport(watch)
@@ -103,7 +105,7 @@ def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platfor
     if config.mount_point is not None and mount is None:
         report.checks.append(Check("watch_path", "fail", "not looked at: the share is not mounted"))
         return report
-    source = LocalSource(config.watch_path, mount_point=config.mount_point)
+    source = LocalSource(watch, mount_point=config.mount_point)
     state = source.check(max(0.1, deadline - time.monotonic()))
     if not state.is_available:
         report.checks.append(_unavailable(state.availability, state.reason, point, system))
@@ -115,6 +117,18 @@ def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platfor
     kind, why = choose_observer(config.observer, watch, mounts)
     report.observer = kind
     report.checks.append(Check("observer", "ok", f"{config.observer} uses {kind}: {why}"))
+    return report
+
+
+def check_smb(config: WatcherConfig, url: SmbUrl, timeout: float) -> MountReport:
+    """check-mount for an smb:// watch_path: every step of reaching the share, in order."""
+    from seestar_watch.sources.smb import diagnose
+
+    found = diagnose(url, timeout, ignore=config.ignore, observer=config.observer)
+    report = MountReport(str(url))
+    report.checks = [Check(*step) for step in found.steps]
+    report.latency_ms, report.frames, report.targets = found.latency_ms, found.frames, found.targets
+    report.observer = found.observer
     return report
 
 

@@ -24,7 +24,8 @@ def problems(config: Config) -> list[str]:
     problem = command_problem(config.pipeline.command, config.folder)
     if problem:
         found.append(f"pipeline.command: {problem}")
-    found += _watch_path_problems(config.image_watcher.watch_path)
+    if isinstance(config.image_watcher.watch_path, Path):  # an smb:// URL: check-mount says
+        found += _watch_path_problems(config.image_watcher.watch_path)
     ledger = config.state.ledger
     if ledger.is_dir():
         found.append(

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seestar_watch.config import ObserverKind
+from seestar_watch.config import SMB_SCHEME, ObserverKind, parse_smb_url
 from seestar_watch.fitsheader import HeaderRead, Status
 from seestar_watch.log import get_logger
 from seestar_watch.settle import GaveUp, Settle
-from seestar_watch.sources import Entry
+from seestar_watch.sources import Entry, Source
 from seestar_watch.sources.local import LocalSource
 
 log = get_logger("seestar_watch.watcher")
@@ -27,11 +27,12 @@ Event = dict[str, Any]
 
 
 class ImageWatcher:
-    """Watch `watch_path` and call `callback(event)` once per finished FITS frame.
+    """Watch `watch_path` (a folder, or an smb:// URL) and call `callback(event)` once
+    per finished FITS frame.
 
-    The event is a dict: `path` (absolute), `header` (flat primary header, or {}
-    when unreadable) and `size_kb`. Callbacks run one at a time on the watcher's
-    own thread: hand long work off to a queue of your own.
+    The event is a dict: `path` (absolute, or the frame's smb:// URL), `header` (flat
+    primary header, or {} when unreadable) and `size_kb`. Callbacks run one at a time on
+    the watcher's own thread: hand long work off to a queue of your own.
     """
 
     def __init__(
@@ -46,14 +47,26 @@ class ImageWatcher:
         incomplete_timeout: float = 300.0,
         ignore: Sequence[str] = (),
     ) -> None:
-        self.source = LocalSource(
-            watch_path,
-            recursive=recursive,
-            ignore=tuple(ignore),
-            observer=observer,
-            poll_interval=poll_interval,
-        )
-        self.watch_path = self.source.root
+        self.source: Source
+        if str(watch_path).lower().startswith(SMB_SCHEME):  # no mount: the share itself
+            from seestar_watch.sources.smb import SmbSource
+
+            self.source = SmbSource(
+                parse_smb_url(str(watch_path)),
+                recursive=recursive,
+                ignore=tuple(ignore),
+                observer=observer,
+                poll_interval=poll_interval,
+            )
+        else:
+            self.source = LocalSource(
+                watch_path,
+                recursive=recursive,
+                ignore=tuple(ignore),
+                observer=observer,
+                poll_interval=poll_interval,
+            )
+        self.watch_path = self.source.location
         self.callback = callback
         self.debounce_delay = debounce_delay
         self.recursive = recursive
@@ -100,7 +113,7 @@ class ImageWatcher:
     def notice(self, path: str) -> None:
         """Treat `path` as if an event had reported it (used after your own scan)."""
         relpath = self.source.relpath_of(path)
-        if relpath is not None and self.source.wanted(os.path.basename(relpath)):
+        if relpath is not None and self.source.wanted(relpath.rpartition(os.sep)[2]):
             self._settle.touch(relpath)
 
     def _settled(self, entry: Entry, header: HeaderRead) -> None:

@@ -114,6 +114,7 @@ class Source(Protocol):
 
     location: str  # the watched folder as a person writes it (a path or a URL)
     observer_used: str | None  # how changes are heard, once watching
+    wanted: Callable[[str], bool]  # the file names that are frames (FITS, not ignored)
 
     def path_of(self, relpath: str) -> str:
         """The frame as the user knows it: `{source}` and the event's `source`."""
@@ -145,9 +146,21 @@ class Source(Protocol):
 
 
 def open_source(config: WatcherConfig) -> Source:
-    """The source `image_watcher` describes."""
+    """The source `image_watcher` describes: a local folder, or an smb:// URL."""
+    from seestar_watch.config import SmbUrl
     from seestar_watch.sources.local import LocalSource
 
+    if isinstance(config.watch_path, SmbUrl):
+        from seestar_watch.sources.smb import SmbSource  # smbprotocol: only when used
+
+        return SmbSource(
+            config.watch_path,
+            recursive=config.recursive,
+            ignore=config.ignore,
+            observer=config.observer,
+            poll_interval=config.poll_interval,
+            timeout=config.smb_timeout,
+        )
     return LocalSource(
         config.watch_path,
         recursive=config.recursive,
