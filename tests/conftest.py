@@ -167,3 +167,17 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture(scope="session")
+def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The machine's one SMB test bed (tests/smbshare.py), for every module that needs it."""
+    from tests.smbshare import SambaShare, why_unavailable
+
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    share = SambaShare(tmp_path_factory.mktemp("smb"))
+    share.up()
+    yield share
+    share.down()

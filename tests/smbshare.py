@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import frame_bytes, real_header
+
 SMB_CONF = """\
 [global]
   interfaces = lo
@@ -33,6 +35,7 @@ SMB_CONF = """\
   log file = {etc}/log/%m.log
   disable spoolss = yes
   load printers = no
+{extra}
 [EMMC Images]
   path = {server}
   guest ok = yes
@@ -78,6 +81,7 @@ class SambaShare:
         self.share = self.mount_point / "127.0.0.1" / "EMMC Images"
         self._etc = root / "etc"
         self._home = root / "home"
+        self.extra = ""  # more [global] settings, e.g. "change notify = no"
 
     # -- the server ------------------------------------------------------------
 
@@ -87,7 +91,7 @@ class SambaShare:
         (self.server / "MyWorks").mkdir(parents=True, exist_ok=True)
         os.chmod(self.server, 0o777)
         conf = self._etc / "smb.conf"
-        conf.write_text(SMB_CONF.format(etc=self._etc, server=self.server))
+        conf.write_text(SMB_CONF.format(etc=self._etc, server=self.server, extra=self.extra))
         # a session of its own: when smbd stops it signals its whole process group
         subprocess.run(
             ["smbd", "-s", str(conf), "-D", "--no-process-group"],
@@ -178,8 +182,17 @@ class SambaShare:
         self.unmount()
         self.stop_server()
 
+    def reconfigure(self, extra: str) -> None:
+        """Serve again with more [global] settings ("" for the usual ones)."""
+        self.thaw_server()
+        self.stop_server()
+        self.extra = extra
+        self.start_server()
+
     def restore(self) -> None:
         """Back to serving and mounted, whatever a test did to it."""
+        if self.extra:
+            self.reconfigure("")
         self.thaw_server()
         if self._server_pid() is None:
             self.start_server()
@@ -205,3 +218,31 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def telescope_writes(
+    folder: Path,
+    name: str,
+    *,
+    chunks: int = 6,
+    pause: float = 0.25,
+    via_temp: bool = False,
+    content: bytes | None = None,
+) -> Path:
+    """Write a frame server-side the way a scope might: growing in chunks, with jpg twins."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = content if content is not None else frame_bytes(real_header())
+    final = folder / name
+    target = folder / (name + ".tmp") if via_temp else final
+    step = -(-len(data) // chunks)
+    with target.open("wb") as out:
+        for i in range(chunks):
+            out.write(data[i * step : (i + 1) * step])
+            out.flush()
+            time.sleep(pause)
+    if via_temp:
+        target.rename(final)
+    stem = final.with_suffix("")
+    (folder / f"{stem.name}.jpg").write_bytes(b"\xff\xd8 preview")
+    (folder / f"{stem.name}_thn.jpg").write_bytes(b"\xff\xd8 thumb")
+    return final

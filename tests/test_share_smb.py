@@ -12,22 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import frame_bytes, real_header, small_header, wait_for
+from tests.conftest import frame_bytes, small_header, wait_for
 from tests.harness import DaemonProcess, Scope, started_daemon
-from tests.smbshare import SambaShare, why_unavailable
+from tests.smbshare import SambaShare, telescope_writes
 
 pytestmark = [pytest.mark.smb, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaShare]:
-    reason = why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    share = SambaShare(tmp_path_factory.mktemp("smb"))
-    share.up()
-    yield share
-    share.down()
 
 
 @pytest.fixture
@@ -56,34 +45,6 @@ def bed(samba: SambaShare, request: pytest.FixtureRequest, tmp_path: Path) -> It
 
 def start(scope: Scope, daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
     return started_daemon(scope, daemons, *args, until="daemon.started")  # share may be away
-
-
-def telescope_writes(
-    folder: Path,
-    name: str,
-    *,
-    chunks: int = 6,
-    pause: float = 0.25,
-    via_temp: bool = False,
-    content: bytes | None = None,
-) -> Path:
-    """Write a frame server-side the way a scope might: growing in chunks, with jpg twins."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = content if content is not None else frame_bytes(real_header())
-    final = folder / name
-    target = folder / (name + ".tmp") if via_temp else final
-    step = -(-len(data) // chunks)
-    with target.open("wb") as out:
-        for i in range(chunks):
-            out.write(data[i * step : (i + 1) * step])
-            out.flush()
-            time.sleep(pause)
-    if via_temp:
-        target.rename(final)
-    stem = final.with_suffix("")
-    (folder / f"{stem.name}.jpg").write_bytes(b"\xff\xd8 preview")
-    (folder / f"{stem.name}_thn.jpg").write_bytes(b"\xff\xd8 thumb")
-    return final
 
 
 def on_share(scope: Scope, server_path: Path) -> str:

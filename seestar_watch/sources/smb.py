@@ -52,6 +52,7 @@ log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")
 
 READ_CHUNK = 1 << 20  # bytes asked for in one SMB read
+LOOK_AGAIN_AFTER = 1.0  # seconds after a new folder is watched, it is listed once more
 # what is reported: names (new frames, new target folders, renames), sizes and times
 NOTIFY_FILTER = (
     CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
@@ -119,6 +120,13 @@ class SmbClient:
                 connection_cache=self._cache,
             )
 
+    def shares(self) -> list[str]:
+        """The disk shares the server lists, through this client's session."""
+        for connection in list(self._cache.values()):
+            for session in list(connection.session_table.values()):
+                return list_shares(session, self.url.host)
+        return []
+
     def reset(self) -> None:
         """Close the connection: every call waiting on it fails at once; the next reconnects."""
         with self._lock:
@@ -185,6 +193,7 @@ def _ntstatus_words(exc: SMBOSError) -> str:
 
 def unreachable(url: SmbUrl, exc: BaseException) -> OSError:
     """A connection-level failure as an OSError whose message says what was refused."""
+    exc = _root_cause(exc)
     if isinstance(exc, socket.gaierror):
         hint = " (a .local name needs mDNS: avahi on Linux; or use the scope's IP address)"
         return OSError(
@@ -205,6 +214,16 @@ def unreachable(url: SmbUrl, exc: BaseException) -> OSError:
         return OSError(errno.ETIMEDOUT, f"{url.host}:{url.port} did not answer")
     words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return OSError(errno.ENOTCONN, f"{url.host}: {words}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The socket error under smbprotocol's "Failed to connect" wrapper, when there is one."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+        if isinstance(seen, OSError):
+            return seen
+    return exc
 
 
 def _mtime_ns(raw_time: Any) -> int:
@@ -287,6 +306,7 @@ class SmbSource:
         self._notify_silent = False
         self._last_listing: dict[str, tuple[int, int]] | None = None
         self._announced: set[str] = set()  # relpaths notifications named since the last listing
+        self._suspects: set[str] = set()  # changed at the last listing, not announced yet
         self._announced_lock = threading.Lock()
 
     # -- names --------------------------------------------------------------------
@@ -408,11 +428,23 @@ class SmbSource:
         try:
             self._query("")
         except OSError as exc:
-            availability = Availability.MISSING if exc.errno == errno.ENOENT else None
-            return ShareState(
-                availability or Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}"
-            )
+            if exc.errno == errno.ENOENT:
+                return ShareState(Availability.MISSING, self._missing())
+            return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
         return ShareState(Availability.AVAILABLE, "", None, time.monotonic() - started)
+
+    def _missing(self) -> str:
+        """Which is missing: the folder, or the share itself (then: which shares there are)."""
+        share = "\\\\" + self.url.host + "\\" + self.url.share
+        try:
+            self.client.call(lambda: smbclient.listdir(share, **self.client.options))
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                return f"{self.location}: {exc.strerror}"
+            offered = self.client.call(self.client.shares)
+            names = ", ".join(repr(name) for name in offered) or "none it would list"
+            return f"{self.url.host} has no share named {self.url.share!r} (it offers: {names})"
+        return f"{self.location} does not exist (the share {self.url.share!r} does)"
 
     # -- changes --------------------------------------------------------------------
 
@@ -420,8 +452,15 @@ class SmbSource:
         if self._watcher is not None:
             return True
         notify = self.observer_kind == "auto" and not self._notify_silent
-        self._watcher = _Watcher(self, on_change, notify=notify)
-        self._watcher.start()
+        watcher = _Watcher(self, on_change, notify=notify)
+        if notify:
+            try:
+                watcher.arm_all()
+            except OSError as exc:
+                log.error("watcher.start_failed", path=self.location, error=exc.strerror)
+                return False
+        self._watcher = watcher
+        watcher.start()
         self.observer_used = "notify" if notify else "polling"
         log.info(
             "watcher.started",
@@ -475,29 +514,38 @@ class SmbSource:
             self._announced.add(relpath)
 
     def _compare_with_notifications(self, listing: dict[str, tuple[int, int]]) -> None:
-        """A new or grown frame that no notification announced: the server is silent about
-        what is written on its own disk. Say it once, and list every poll_interval."""
+        """A frame new or grown since the listing before, that no notification announced by
+        the listing after: the server is silent about what is written on its own disk. Say
+        it once, and list every poll_interval from then on.
+
+        Judged one listing late, because a listing can see a frame a few milliseconds
+        before its notification is handled; judged only between listings made while the
+        notifications were armed."""
         previous, self._last_listing = self._last_listing, listing
         with self._announced_lock:
             announced, self._announced = self._announced, set()
         watcher = self._watcher
         if previous is None or watcher is None or not watcher.notify or self._notify_silent:
+            self._suspects = set()
             return
-        unannounced = [
-            relpath
-            for relpath, version in listing.items()
-            if previous.get(relpath) != version and relpath not in announced
-        ]
-        if unannounced:
+        silent = sorted(self._suspects - announced)
+        changed = {r for r, version in listing.items() if previous.get(r) != version}
+        self._suspects = changed - announced
+        if silent:
             self._notify_silent = True
             log.warning(
                 "smb.notify_silent",
-                example=unannounced[0],
-                frames=len(unannounced),
+                example=silent[0],
+                frames=len(silent),
                 note=f"the server did not report them: listing every {self.poll_interval:g} s",
             )
             watcher.fall_back_to_listings()
             self.observer_used = "polling"
+
+    def _notifications_armed(self) -> None:
+        """Notifications are pending from now on: the next listing is the reference."""
+        self._last_listing = None
+        self._suspects = set()
 
 
 class _Relay(threading.Event):
@@ -562,6 +610,8 @@ class _Watcher:
         self.notify = notify
         self._stop = threading.Event()
         self._any_answer = threading.Event()
+        self._look_again: dict[str, float] = {}  # new folders to list once more, and when
+        self._armed: dict[str, _FolderWatch] = {}  # armed by arm_all, taken over by the thread
         self._thread = threading.Thread(target=self._run, name="seestar-watch-smb", daemon=True)
 
     def start(self) -> None:
@@ -587,18 +637,35 @@ class _Watcher:
                 log.debug("smb.watch_interrupted", error=str(exc))
                 self._stop.wait(1.0)
 
-    def _hear_notifications(self) -> None:
+    def arm_all(self) -> None:
+        """A notification pending on every folder; raises OSError. Done before watch()
+        returns, so that a listing made after it misses nothing."""
         watches: dict[str, _FolderWatch] = {}
         try:
             for folder in ["", *self.source.folders()]:
                 watches[folder] = _FolderWatch(self.source.client, folder, self._any_answer)
+        except BaseException:
+            for watch in watches.values():
+                watch.close()
+            raise
+        self._armed = watches
+        self.source._notifications_armed()
+
+    def _hear_notifications(self) -> None:
+        watches, self._armed = self._armed, {}
+        self._look_again.clear()
+        try:
+            if not watches:  # armed anew after the connection broke: what did we miss?
+                self.arm_all()
+                watches, self._armed = self._armed, {}
+                self._report_listing_changes()
             while self.notify and not self._stop.is_set():
-                if not self._any_answer.wait(0.5):
-                    continue
-                self._any_answer.clear()
-                for watch in list(watches.values()):
-                    if watch.answered():
-                        self._answer(watch, watches)
+                if self._any_answer.wait(0.5):
+                    self._any_answer.clear()
+                    for watch in list(watches.values()):
+                        if watch.answered():
+                            self._answer(watch, watches)
+                self._look_again_at_new_folders()
         finally:
             for watch in watches.values():
                 watch.close()
@@ -641,9 +708,22 @@ class _Watcher:
         if not self.source.is_folder(relpath):
             return
         watches[relpath] = _FolderWatch(self.source.client, relpath, self._any_answer)
+        # the server may start watching a new folder's disk a moment after the request:
+        # what is written in that moment is found by a second look
+        self._look_again[relpath] = time.monotonic() + LOOK_AGAIN_AFTER
+        self._report_folder(relpath, watches)
+
+    def _look_again_at_new_folders(self) -> None:
+        now = time.monotonic()
+        for relpath, when in list(self._look_again.items()):
+            if now >= when:
+                del self._look_again[relpath]
+                self._report_folder(relpath, None)
+
+    def _report_folder(self, relpath: str, watches: dict[str, _FolderWatch] | None) -> None:
         for name, is_folder, _, _ in self.source._query(relpath):
             inner = f"{relpath}/{name}"
-            if is_folder:
+            if is_folder and watches is not None and inner not in watches:
                 self._watch_if_folder(inner, watches)
             elif self.source.wanted(name):
                 self.source._announce(inner)
