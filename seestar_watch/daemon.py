@@ -59,6 +59,7 @@ class Daemon:
         self._work = threading.Condition()
         self._watch: Watch | None = None
         self.lifecycle.on_stop(self._wake_everyone)
+        self.lifecycle.on_stop(self.share.poke)
 
     # -- run -------------------------------------------------------------------
 

@@ -56,21 +56,17 @@ class ShareSupervisor:
         return self.source.check(PROBE_TIMEOUT)
 
     def poke(self) -> None:
-        """Check again now (a scan or copy just failed)."""
+        """Check again now (a scan or copy just failed, or a stop was asked for)."""
         self._poke.set()
 
     def run(self) -> None:
+        """Check, then sleep until the next check is due, a poke, or a stop (which pokes:
+        the daemon's lifecycle calls poke(), so one Event wakes this thread for both)."""
         while not self._stop.is_set():
             self._apply(self.check())
             self.turns += 1
-            wait = CHECK_WHILE_UP if self.available else self.mount_retry
             self._poke.clear()
-            deadline = time.monotonic() + wait
-            while not self._stop.is_set() and not self._poke.is_set():
-                if self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
-                    return
-                if time.monotonic() >= deadline:
-                    break
+            self._poke.wait(CHECK_WHILE_UP if self.available else self.mount_retry)
 
     def _apply(self, state: ShareState) -> None:
         was_up = self.available

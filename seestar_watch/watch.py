@@ -20,7 +20,7 @@ from seestar_watch.ledger import Ledger
 from seestar_watch.log import get_logger
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.sources import Entry, Source
+from seestar_watch.sources import Entry, Source, Version
 
 log = get_logger("seestar_watch.watch")
 
@@ -58,6 +58,7 @@ class Watch:
         self._watching = False
         self._baseline_taken = False
         self._checked_subfolders = False
+        self._known: set[Version] = set()  # versions the ledger knew at the last rescan
 
     def run(self, stopping: threading.Event) -> None:
         """Baseline once, keep the watch in step with the share, rescan; never on the share
@@ -184,17 +185,24 @@ class Watch:
         self.warn_if_frames_unwatched()
         settle = self._settle
         started, seen, new, folders = time.monotonic(), 0, 0, set()
+        known: set[Version] = set()
         try:
             for entry in self.source.list_frames():
                 seen += 1
                 folders.add(entry.relpath.rpartition("/")[0])
-                if settle is not None and not self.ledger.knows(entry.version):
+                version = entry.version
+                # a version the ledger knew at the last rescan still is (rows are never
+                # removed): the ledger is asked only about what changed since
+                if version in self._known or self.ledger.knows(version):
+                    known.add(version)
+                elif settle is not None:
                     settle.touch(entry.relpath)
                     new += 1
         except OSError as exc:
             log.warning("scan.failed", path=self.source.location, error=str(exc))
             self.share.poke()
             return
+        self._known = known
         self.folders = len(folders)  # for the STATUS line systemd shows
         log.debug(
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)

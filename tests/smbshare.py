@@ -32,6 +32,7 @@ SMB_CONF = """\
   state directory = {etc}/state
   cache directory = {etc}/cache
   private dir = {etc}/private
+  ncalrpc dir = {etc}/ncalrpc
   log file = {etc}/log/%m.log
   disable spoolss = yes
   load printers = no
@@ -86,7 +87,7 @@ class SambaShare:
     # -- the server ------------------------------------------------------------
 
     def start_server(self) -> None:
-        for sub in ("run", "lock", "state", "cache", "private", "log"):
+        for sub in ("run", "lock", "state", "cache", "private", "log", "ncalrpc"):
             (self._etc / sub).mkdir(parents=True, exist_ok=True)
         (self.server / "MyWorks").mkdir(parents=True, exist_ok=True)
         os.chmod(self.server, 0o777)
@@ -105,10 +106,16 @@ class SambaShare:
 
     def stop_server(self) -> None:
         pid = self._server_pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        _wait(lambda: not _alive(pid) and not _port_open(), "smbd did not stop")
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            _wait(lambda: not _alive(pid) and not _port_open(), "smbd did not stop")
+        # smbd starts the RPC helpers (share lists) on demand; they outlive it otherwise
+        subprocess.run(
+            ["pkill", "-f", "--", f"--configfile={self._etc}/smb.conf"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
 
     def freeze_server(self) -> None:
         """SIGSTOP every smbd: calls on the mount hang, like a scope that stopped answering."""

@@ -221,7 +221,7 @@ def test_check_mount_walks_every_step_and_says_whether_notifications_work(smb: S
     assert [check["name"] for check in report["checks"]] == [
         "host", "port", "dialect", "login", "share", "folder", "answers", "readable", "observer"
     ]  # fmt: skip
-    assert all(check["status"] == "ok" for check in report["checks"])
+    assert all(check["status"] == "ok" for check in report["checks"]), report["checks"][-1]
     assert report["frames"] == 1 and report["targets"] == 1 and report["observer"] == "notify"
 
 

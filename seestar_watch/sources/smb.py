@@ -35,13 +35,19 @@ from typing import Any, TypeVar
 import smbclient
 from smbclient._io import SMBDirectoryIO
 from smbprotocol.change_notify import (
-    ChangeNotifyFlags,
     CompletionFilter,
     FileAction,
     FileSystemWatcher,
 )
-from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError
+from smbprotocol.exceptions import (
+    NoMoreFiles,
+    NoSuchFile,
+    SMBAuthenticationError,
+    SMBException,
+    SMBOSError,
+)
 from smbprotocol.file_info import FileAttributes, FileInformationClass
+from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
 from smbprotocol.structure import DateTimeField
 
 from seestar_watch.config import SmbUrl
@@ -53,6 +59,7 @@ T = TypeVar("T")
 
 READ_CHUNK = 1 << 20  # bytes asked for in one SMB read
 LOOK_AGAIN_AFTER = 1.0  # seconds after a new folder is watched, it is listed once more
+FULL_CHECK_EVERY = 60.0  # seconds between two checks that list the folder (ECHO between)
 # what is reported: names (new frames, new target folders, renames), sizes and times
 NOTIFY_FILTER = (
     CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
@@ -119,6 +126,21 @@ class SmbClient:
                 connection_timeout=max(1, round(self.timeout)),
                 connection_cache=self._cache,
             )
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._cache)
+
+    def echo(self) -> None:
+        """One SMB2 ECHO on the connection: is the server still answering? Bounded."""
+
+        def echo() -> None:
+            for connection in list(self._cache.values()):
+                for session in list(connection.session_table.values()):
+                    connection.echo(sid=session.session_id, timeout=max(1, round(self.timeout)))
+                    return
+
+        self.call(echo)
 
     def shares(self) -> list[str]:
         """The disk shares the server lists, through this client's session."""
@@ -226,11 +248,45 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _mtime_ns(raw_time: Any) -> int:
-    """A FILETIME field's exact value in ns since the epoch (100 ns steps, as a cifs mount
-    reports it: a ledger made through a mount stays valid over smb://)."""
-    ticks = int.from_bytes(raw_time.pack(), "little")
-    return int(ticks - DateTimeField.EPOCH_FILETIME) * 100
+# FILE_ID_FULL_DIR_INFORMATION (MS-FSCC 2.4.18), read with struct: smbprotocol's own
+# parser costs about 60 us an entry, and a rescan of 2,000 frames and their jpg twins is
+# 4,000 entries (a quarter of a CPU second, every rescan_interval).
+_ENTRY = struct.Struct("<II8x8xq8xq8xIII4x8x")  # next, index, mtime, size, attributes, name, ea
+_ENTRY_NAME_AT = 80
+
+
+def _directory_entries(handle: Any) -> Iterator[tuple[str, bool, int, int]]:
+    """(name, is a folder, size, mtime_ns) of each entry of an open folder; links and other
+    reparse points are left out, as a local listing never follows a symlink."""
+    flags = QueryDirectoryFlags.SMB2_RESTART_SCANS
+    while True:
+        query, _ = handle.query_directory(
+            "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION, flags=flags, send=False
+        )
+        session, tree = handle.tree_connect.session.session_id, handle.tree_connect.tree_connect_id
+        request = handle.connection.send(query, session, tree)
+        try:
+            response = handle.connection.receive(request)
+        except (NoMoreFiles, NoSuchFile):  # the end of the listing (MS-SMB2 3.3.5.18)
+            return
+        answer = SMB2QueryDirectoryResponse()
+        answer.unpack(response["data"].get_value())
+        yield from _parse_entries(answer["buffer"].get_value())
+        flags = 0
+
+
+def _parse_entries(buffer: bytes) -> Iterator[tuple[str, bool, int, int]]:
+    offset = 0
+    while offset < len(buffer):
+        following, _, write_time, size, attributes, length, _ = _ENTRY.unpack_from(buffer, offset)
+        start = offset + _ENTRY_NAME_AT
+        name = buffer[start : start + length].decode("utf-16-le")
+        if name not in (".", "..") and not attributes & REPARSE:
+            mtime_ns = (write_time - DateTimeField.EPOCH_FILETIME) * 100
+            yield name, bool(attributes & DIRECTORY), size, mtime_ns
+        if not following:
+            return
+        offset += following
 
 
 class SmbFrame:
@@ -308,6 +364,7 @@ class SmbSource:
         self._announced: set[str] = set()  # relpaths notifications named since the last listing
         self._suspects: set[str] = set()  # changed at the last listing, not announced yet
         self._announced_lock = threading.Lock()
+        self._full_check_due = 0.0  # when check() lists the folder again instead of an ECHO
 
     # -- names --------------------------------------------------------------------
 
@@ -351,26 +408,10 @@ class SmbSource:
         are left out, as a local listing never follows a symlink."""
 
         def query() -> list[tuple[str, bool, int, int]]:
-            found = []
             with SMBDirectoryIO(
                 self.client.unc(folder), share_access="rwd", **self.client.options
             ) as handle:
-                for info in handle.query_directory(
-                    "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION
-                ):
-                    name = info["file_name"].get_value().decode("utf-16-le")
-                    attributes = info["file_attributes"].get_value()
-                    if name in (".", "..") or attributes & REPARSE:
-                        continue
-                    found.append(
-                        (
-                            name,
-                            bool(attributes & DIRECTORY),
-                            info["end_of_file"].get_value(),
-                            _mtime_ns(info["last_write_time"]),
-                        )
-                    )
-            return found
+                return list(_directory_entries(handle.fd))
 
         return self.client.call(query)
 
@@ -423,8 +464,16 @@ class SmbSource:
     # -- is it there? -------------------------------------------------------------
 
     def check(self, timeout: float) -> ShareState:
-        """Connect if need be, and list the watched folder's first entries, bounded."""
+        """Connect if need be and list the watched folder, bounded; while it answers, an SMB
+        ECHO is enough (one round trip), with a listing once every FULL_CHECK_EVERY."""
         started = time.monotonic()
+        if self.client.connected and started < self._full_check_due:
+            try:
+                self.client.echo()
+                return ShareState(Availability.AVAILABLE, "", None, time.monotonic() - started)
+            except OSError as exc:
+                return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
+        self._full_check_due = started + FULL_CHECK_EVERY
         try:
             self._query("")
         except OSError as exc:
@@ -479,7 +528,8 @@ class SmbSource:
             watcher.stop(timeout)
 
     def accepts_notifications(self, wait: float) -> tuple[bool, str]:
-        """Whether the server takes a change-notification request: (yes, "") or (no, why)."""
+        """Whether the server takes a change-notification request: (yes, "") or (no, why).
+        A request still pending after `wait` seconds is taken; one refused twice is not."""
 
         def probe() -> tuple[bool, str]:
             folder = smbclient.open_file(
@@ -491,16 +541,20 @@ class SmbSource:
                 **self.client.options,
             )
             try:
-                watcher = FileSystemWatcher(folder.fd)
-                watcher.start(NOTIFY_FILTER, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
-                if not watcher.response_event.wait(wait):
-                    watcher.cancel()  # still pending: accepted, and waiting for a change
-                    return True, ""
-                try:
-                    _ = watcher.result  # raises what the server answered, if it refused
-                except SMBException as exc:
-                    return False, _words(exc)
-                return True, ""
+                why = ""
+                for _ in range(2):  # a refusal may be a passing one (a server just started)
+                    watcher = FileSystemWatcher(folder.fd)
+                    watcher.start(NOTIFY_FILTER)
+                    if not watcher.response_event.wait(wait):
+                        watcher.cancel()  # pending: taken, and waiting for a change
+                        return True, ""
+                    try:
+                        _ = watcher.result  # raises what the server answered, if it refused
+                    except SMBException as exc:
+                        why = _words(exc)
+                        continue
+                    return True, ""  # it answered at once with a change: taken too
+                return False, why
             finally:
                 folder.close()
 
@@ -660,7 +714,9 @@ class _Watcher:
                 watches, self._armed = self._armed, {}
                 self._report_listing_changes()
             while self.notify and not self._stop.is_set():
-                if self._any_answer.wait(0.5):
+                # asleep until an answer, a stop, the fall-back, or a new folder's second look
+                due = min(self._look_again.values(), default=None)
+                if self._any_answer.wait(None if due is None else max(0.0, due - time.monotonic())):
                     self._any_answer.clear()
                     for watch in list(watches.values()):
                         if watch.answered():
@@ -861,7 +917,8 @@ def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
                 require_secure_negotiate=False
             )
         except Exception as exc:
-            shares = list_shares(session, url.host)
+            none: list[str] = []
+            shares = _bounded(lambda: list_shares(session, url.host), min(3.0, timeout), none)
             offered = ", ".join(repr(s) for s in shares) if shares else "(none it would list)"
             fix = f"it offers: {offered}"
             if "EMMC Images" in shares:
@@ -928,6 +985,16 @@ def _hears(found: Diagnosis, source: SmbSource, observer: str, wait: float) -> N
             f" folder every poll_interval instead",
             "nothing to do; frames are seen poll_interval + debounce_delay after they arrive",
         )
+
+
+def _bounded(function: Callable[[], T], timeout: float, otherwise: T) -> T:
+    """`function()`, or `otherwise` when it does not answer within `timeout` seconds."""
+    from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
+
+    try:
+        return SingleFlight("seestar-watch-smb-check").call(function, timeout)
+    except ProbeTimeout:
+        return otherwise
 
 
 def _words(exc: BaseException) -> str:
