@@ -32,7 +32,7 @@ class CountingSettle:
     def __init__(self) -> None:
         self.noticed = 0
 
-    def touch(self, relpath: str) -> bool:
+    def notice(self, relpath: str) -> bool:
         self.noticed += 1
         return True
 

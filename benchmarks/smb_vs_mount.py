@@ -43,9 +43,10 @@ def write_in_chunks(path: Path, data: bytes, chunks: int = 4, pause: float = 0.2
     step = -(-len(data) // chunks)
     with path.open("wb") as out:
         for i in range(chunks):
+            if i:
+                time.sleep(pause)
             out.write(data[i * step : (i + 1) * step])
             out.flush()
-            time.sleep(pause)
     return time.time()
 
 

@@ -122,7 +122,7 @@ def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platfor
 
 def check_smb(config: WatcherConfig, url: SmbUrl, timeout: float) -> MountReport:
     """check-mount for an smb:// watch_path: every step of reaching the share, in order."""
-    from seestar_watch.sources.smb import diagnose
+    from seestar_watch.sources.smbcheck import diagnose
 
     found = diagnose(url, timeout, ignore=config.ignore, observer=config.observer)
     report = MountReport(str(url))

@@ -73,9 +73,15 @@ class QuietTimer:
             self._cond.notify()
             return fresh
 
-    def forget(self, path: str) -> None:
+    def touch_if_idle(self, path: str) -> bool:
+        """Start the quiet period of `path` unless it is already waiting (a rescan that sees
+        a frame being written must not push its deadline back); True when it was armed."""
         with self._cond:
-            self._armed.pop(path, None)
+            if self._stopped or path in self._armed:
+                return False
+            self._arm(path, self._clock() + self.delay)
+            self._cond.notify()
+            return True
 
     def stop(self, timeout: float | None = None) -> bool:
         """Drop every pending path and end the thread; False if it did not end in time."""
@@ -187,6 +193,10 @@ class Settle:
     def touch(self, relpath: str) -> bool:
         """Something happened to `relpath`: (re)start its quiet period; True when new."""
         return self._timer.touch(relpath)
+
+    def notice(self, relpath: str) -> bool:
+        """A listing found `relpath` unknown: look at it, unless it is waiting already."""
+        return self._timer.touch_if_idle(relpath)
 
     def _on_quiet(self, relpath: str) -> float | None:
         """`relpath` has been quiet: report it, or look again in a while (None: done)."""

@@ -196,7 +196,7 @@ class Watch:
                 if version in self._known or self.ledger.knows(version):
                     known.add(version)
                 elif settle is not None:
-                    settle.touch(entry.relpath)
+                    settle.notice(entry.relpath)  # a frame being written keeps its deadline
                     new += 1
         except OSError as exc:
             log.warning("scan.failed", path=self.source.location, error=str(exc))

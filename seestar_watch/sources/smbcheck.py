@@ -1,0 +1,332 @@
+"""`check-mount` for smb://: every step of reaching the share, in order, with a fix for
+each one that fails: the host resolves, the port answers, an SMB 2/3 dialect, the
+login, the share (with the list of shares the server offers when the name is wrong),
+the folder, a listing, and whether the server takes change notifications.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from seestar_watch.config import SmbUrl
+from seestar_watch.log import get_logger
+from seestar_watch.sources.smb import SmbSource, first_line
+
+log = get_logger("seestar_watch.sources.smb")
+T = TypeVar("T")
+
+
+@dataclass
+class Diagnosis:
+    steps: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    latency_ms: float | None = None
+    frames: int | None = None
+    targets: int | None = None
+    observer: str | None = None
+
+    def say(self, name: str, status: str, detail: str, fix: str | None = None) -> bool:
+        self.steps.append((name, status, detail, fix))
+        return status != "fail"
+
+
+DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+
+
+def diagnose(url: SmbUrl, timeout: float, *, ignore: tuple[str, ...], observer: str) -> Diagnosis:
+    """Host, port, dialect, login, share, folder, listing, frames, notifications."""
+    found = Diagnosis()
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.5, deadline - time.monotonic())
+
+    if not (_resolves(found, url) and _answers(found, url, left())):
+        return found
+    if not _session_and_share(found, url, left()):
+        return found
+    source = SmbSource(url, recursive=True, ignore=ignore, timeout=left())
+    try:
+        if _lists(found, source):
+            _hears(found, source, observer, min(1.0, left()))
+    finally:
+        source.client.reset()
+    return found
+
+
+def _resolves(found: Diagnosis, url: SmbUrl) -> bool:
+    try:
+        address = socket.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)[0][4][0]
+    except (socket.gaierror, UnicodeError) as exc:
+        mdns = url.host.endswith(".local")
+        return found.say(
+            "host",
+            "fail",
+            f"cannot resolve {url.host}: {getattr(exc, 'strerror', None) or exc}",
+            "a .local name needs mDNS: on Linux `sudo apt install avahi-daemon libnss-mdns`;"
+            " or use the scope's IP address (shown in the Seestar app)"
+            if mdns
+            else "check the host name, or use the scope's IP address",
+        )
+    return found.say("host", "ok", f"{url.host} is {address}")
+
+
+def _answers(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
+    started = time.monotonic()
+    try:
+        socket.create_connection((url.host, url.port), timeout=timeout).close()
+    except OSError as exc:
+        return found.say(
+            "port",
+            "fail",
+            f"{url.host}:{url.port} does not answer: {exc.strerror or exc}",
+            "is the Seestar on, awake, and in station mode on this Wi-Fi?",
+        )
+    took = (time.monotonic() - started) * 1000
+    return found.say("port", "ok", f"{url.port} answers ({took:.1f} ms)")
+
+
+def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
+    from smbprotocol.connection import Connection
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    connection = Connection(uuid.uuid4(), url.host, url.port, require_signing=False)
+    try:
+        try:
+            connection.connect(timeout=max(1, round(timeout)))
+        except Exception as exc:
+            return found.say(
+                "dialect",
+                "fail",
+                f"no SMB 2 or 3 dialect agreed: {first_line(exc)}",
+                "seestar-watch speaks SMB 2.0.2 to 3.1.1; a server that speaks only SMB 1"
+                " must be mounted instead (mount -t cifs -o vers=1.0)",
+            )
+        dialect = DIALECTS.get(connection.dialect, hex(connection.dialect))
+        found.say("dialect", "ok", f"SMB {dialect}")
+        session = Session(
+            connection,
+            username=url.username,
+            password=url.password,
+            require_encryption=False,
+            auth_protocol="ntlm",
+        )
+        try:
+            session.connect()
+        except Exception as exc:
+            return found.say(
+                "login",
+                "fail",
+                f"the server refused the {url.username!r} login: {first_line(exc)}",
+                "the Seestar's share takes a guest login with no password: write the URL"
+                " without user:password@",
+            )
+        found.say("login", "ok", f"{url.username!r} session accepted")
+        try:
+            TreeConnect(session, rf"\\{url.host}\{url.share}").connect(
+                require_secure_negotiate=False
+            )
+        except Exception as exc:
+            none: list[str] = []
+            shares = _bounded(lambda: list_shares(session, url.host), min(3.0, timeout), none)
+            offered = ", ".join(repr(s) for s in shares) if shares else "(none it would list)"
+            fix = f"it offers: {offered}"
+            if "EMMC Images" in shares:
+                fix = f"use smb://{url.host}/EMMC Images/MyWorks ({fix})"
+            why = "" if "BadNetworkName" in type(exc).__name__ else f": {first_line(exc)}"
+            return found.say(
+                "share", "fail", f"no share named {url.share!r} on {url.host}{why}", fix
+            )
+        return found.say("share", "ok", f"{url.share!r}")
+    finally:
+        with contextlib.suppress(Exception):
+            connection.disconnect(close=False)
+
+
+def _lists(found: Diagnosis, source: SmbSource) -> bool:
+    started = time.monotonic()
+    try:
+        source._query("")
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return found.say(
+                "folder",
+                "fail",
+                f"{source.location} does not exist: {exc.strerror}",
+                "the Seestar keeps its frames in MyWorks/:"
+                f" smb://{source.url.host}/{source.url.share}/MyWorks",
+            )
+        return found.say("answers", "fail", f"{source.location}: {exc.strerror}")
+    found.latency_ms = round((time.monotonic() - started) * 1000, 1)
+    found.say("folder", "ok", f"{source.location} is a folder")
+    found.say("answers", "ok", f"listed in {found.latency_ms} ms")
+    try:
+        frames = [entry.relpath for entry in source.list_frames()]
+    except OSError as exc:
+        return found.say("readable", "fail", f"listing failed: {exc.strerror}")
+    found.frames = len(frames)
+    found.targets = len({relpath.rpartition("/")[0] for relpath in frames})
+    plural = "" if found.frames == 1 else "s"
+    folders = "folder" if found.targets == 1 else "folders"
+    return found.say(
+        "readable", "ok", f"{found.frames} FITS frame{plural} in {found.targets} {folders}"
+    )
+
+
+def _hears(found: Diagnosis, source: SmbSource, observer: str, wait: float) -> None:
+    accepted, why = source.accepts_notifications(wait)
+    if observer == "polling":
+        found.observer = "polling"
+        found.say("observer", "ok", f"polling: a listing every {source.poll_interval:g} s")
+    elif accepted:
+        found.observer = "notify"
+        found.say(
+            "observer",
+            "ok",
+            "auto uses the server's change notifications (a frame is heard within"
+            " milliseconds), and listings for the truth",
+        )
+    else:
+        found.observer = "polling"
+        found.say(
+            "observer",
+            "warning",
+            f"the server does not accept change notifications ({why}): auto lists the"
+            f" folder every poll_interval instead",
+            "nothing to do; frames are seen poll_interval + debounce_delay after they arrive",
+        )
+
+
+def _bounded(function: Callable[[], T], timeout: float, otherwise: T) -> T:
+    """`function()`, or `otherwise` when it does not answer within `timeout` seconds."""
+    from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
+
+    try:
+        return SingleFlight("seestar-watch-smb-check").call(function, timeout)
+    except ProbeTimeout:
+        return otherwise
+
+
+# -- the shares a server offers: NetrShareEnum (MS-SRVS 3.1.4.8) over the IPC$ pipe -----
+
+SRVSVC = (uuid.UUID("4b324fc8-1670-01d3-1278-5a47bf6ee188"), 3, 0)
+NDR = (uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860"), 2)
+NET_SHARE_ENUM = 15
+LAST_FRAGMENT = 0x02
+
+
+def list_shares(session: Any, host: str) -> list[str]:
+    """The disk shares `host` lists (not the hidden `$` ones); [] when it will not say."""
+    from smbprotocol.open import (
+        CreateDisposition,
+        CreateOptions,
+        FilePipePrinterAccessMask,
+        ImpersonationLevel,
+        Open,
+        ShareAccess,
+    )
+    from smbprotocol.tree import TreeConnect
+
+    try:
+        tree = TreeConnect(session, rf"\\{host}\IPC$")
+        tree.connect(require_secure_negotiate=False)
+        pipe = Open(tree, "srvsvc")
+        pipe.create(
+            ImpersonationLevel.Impersonation,
+            FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE,
+            0,
+            ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+            CreateDisposition.FILE_OPEN,
+            CreateOptions.FILE_NON_DIRECTORY_FILE,
+        )
+        try:
+            _rpc(pipe, _bind_pdu())
+            stub = _rpc(pipe, _request_pdu(NET_SHARE_ENUM, _share_enum_stub(host)))
+        finally:
+            pipe.close()
+        return _share_names(stub)
+    except Exception:  # a listing is a courtesy in an error message: never an error itself
+        log.debug("smb.share_list_failed", host=host, exc_info=True)
+        return []
+
+
+def _rpc(pipe: Any, pdu: bytes) -> bytes:
+    """Write one DCE/RPC PDU to the pipe; the answer's stub, fragments joined."""
+    pipe.write(pdu, 0)
+    stub = b""
+    while True:
+        answer = pipe.read(0, 65536)
+        flags, length = answer[3], struct.unpack_from("<H", answer, 8)[0]
+        stub += answer[24:length] if answer[2] == 2 else b""  # 2: a response PDU
+        if flags & LAST_FRAGMENT or answer[2] != 2:
+            return stub
+
+
+def _header(kind: int, body: bytes, call_id: int) -> bytes:
+    # version 5.0, first+last fragment, little-endian NDR, no authentication
+    return (
+        struct.pack("<BBBB4sHHI", 5, 0, kind, 0x03, b"\x10\x00\x00\x00", 16 + len(body), 0, call_id)
+        + body
+    )
+
+
+def _bind_pdu() -> bytes:
+    interface, major, minor = SRVSVC
+    syntax, version = NDR
+    body = struct.pack("<HHIBBH", 4280, 4280, 0, 1, 0, 0)
+    body += struct.pack("<HBB", 0, 1, 0) + interface.bytes_le + struct.pack("<HH", major, minor)
+    body += syntax.bytes_le + struct.pack("<I", version)
+    return _header(11, body, 1)
+
+
+def _request_pdu(opnum: int, stub: bytes) -> bytes:
+    return _header(0, struct.pack("<IHH", len(stub), 0, opnum) + stub, 2)
+
+
+def _ndr_string(text: str) -> bytes:
+    chars = (text + "\0").encode("utf-16-le")
+    count = len(chars) // 2
+    data = struct.pack("<III", count, 0, count) + chars
+    return data + b"\0" * (-len(data) % 4)
+
+
+def _share_enum_stub(host: str) -> bytes:
+    stub = struct.pack("<I", 0x00020000) + _ndr_string(host)  # ServerName, unique
+    stub += struct.pack("<III", 1, 1, 0x00020004)  # level 1, its union arm, a container
+    stub += struct.pack("<II", 0, 0)  # the container: no entries, no buffer yet
+    return stub + struct.pack("<II", 0xFFFFFFFF, 0)  # no size limit, no resume handle
+
+
+def _share_names(stub: bytes) -> list[str]:
+    """The netnames of the disk shares in a NetrShareEnum level 1 answer."""
+    level, _, container = struct.unpack_from("<III", stub, 0)
+    if level != 1 or not container:
+        return []
+    count, buffer = struct.unpack_from("<II", stub, 12)
+    if not buffer:
+        return []
+    position = 24  # past the array's conformance count
+    entries = [struct.unpack_from("<III", stub, position + 12 * i) for i in range(count)]
+    position += 12 * count
+    names = []
+    for netname, kind, remark in entries:
+        name = ""
+        for pointer in (netname, remark):
+            if not pointer:
+                continue
+            actual = struct.unpack_from("<I", stub, position + 8)[0]
+            text = stub[position + 12 : position + 12 + 2 * actual].decode("utf-16-le")
+            position += 12 + 2 * actual + (-(2 * actual) % 4)
+            if pointer == netname:
+                name = text.rstrip("\0")
+        if kind & 0xFFFF == 0 and not name.endswith("$"):  # a disk share, not hidden
+            names.append(name)
+    return names

@@ -1,0 +1,234 @@
+"""Hearing changes on an SMB share: a change notification pending on every folder.
+
+Samba reports what is written on its own disk only for the folder a notification
+request is on, not below it: so one request per folder, new target folders watched
+as they appear (and listed once more a second later: the server may start watching
+a new folder's disk a moment after the request). A notification answers once and is
+armed again at once. When the server will not notify, or a listing shows it is
+silent, the same thread lists every poll_interval instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+import time
+
+import smbclient
+from smbprotocol.change_notify import FileSystemWatcher
+from smbprotocol.exceptions import SMBException
+
+from seestar_watch.log import get_logger
+from seestar_watch.sources import OnChange
+from seestar_watch.sources.smb import (
+    GONE_ACTIONS,
+    LOOK_AGAIN_AFTER,
+    NOTIFY_FILTER,
+    SmbSource,
+    first_line,
+)
+from seestar_watch.sources.smbconnection import SmbClient
+
+log = get_logger("seestar_watch.sources.smb")
+
+
+class _Relay(threading.Event):
+    """A watcher's answer event that also wakes the one thread waiting on all of them."""
+
+    def __init__(self, any_answer: threading.Event) -> None:
+        super().__init__()
+        self._any_answer = any_answer
+
+    def set(self) -> None:
+        super().set()
+        self._any_answer.set()
+
+
+class _FolderWatch:
+    """One folder's open handle and its pending change notification, armed again after
+    every answer (a notification answers once)."""
+
+    def __init__(self, client: SmbClient, relpath: str, any_answer: threading.Event) -> None:
+        self.client = client
+        self.relpath = relpath
+        self._any_answer = any_answer
+        self.handle = client.call(
+            lambda: smbclient.open_file(
+                client.unc(relpath),
+                mode="rb",
+                share_access="rwd",
+                buffering=0,
+                file_type="dir",
+                **client.options,
+            )
+        )
+        self.pending: FileSystemWatcher | None = None
+        self.arm()
+
+    def arm(self) -> None:
+        watcher = FileSystemWatcher(self.handle.fd)
+        watcher.response_event = _Relay(self._any_answer)
+        self.client.call(lambda: watcher.start(NOTIFY_FILTER))
+        self.pending = watcher
+
+    def answered(self) -> bool:
+        return self.pending is not None and self.pending.response_event.is_set()
+
+    def close(self) -> None:
+        pending, self.pending = self.pending, None
+        with contextlib.suppress(Exception):  # cancelled or already gone with the connection
+            if pending is not None and not pending.response_event.is_set():
+                pending.cancel()
+        with contextlib.suppress(OSError):
+            self.client.call(self.handle.close)
+
+
+class Notifications:
+    """The thread that hears changes: a change notification pending on every folder
+    (Samba reports what is written on its own disk only for the folder a request is on,
+    not below it), or listings every poll_interval compared with the one before."""
+
+    def __init__(self, source: SmbSource, on_change: OnChange, *, notify: bool) -> None:
+        self.source = source
+        self.on_change = on_change
+        self.notify = notify
+        self._stop = threading.Event()
+        self._any_answer = threading.Event()
+        self._look_again: dict[str, float] = {}  # new folders to list once more, and when
+        self._armed: dict[str, _FolderWatch] = {}  # armed by arm_all, taken over by the thread
+        self._thread = threading.Thread(target=self._run, name="seestar-watch-smb", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._any_answer.set()
+        self._thread.join(timeout)
+
+    def fall_back_to_listings(self) -> None:
+        self.notify = False
+        self._any_answer.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.notify:
+                    self._hear_notifications()
+                else:
+                    self._poll_listings()
+            except OSError as exc:  # the share's trouble: the supervisor sees it too
+                log.debug("smb.watch_interrupted", error=str(exc))
+                self._stop.wait(1.0)
+
+    def arm_all(self) -> None:
+        """A notification pending on every folder; raises OSError. Done before watch()
+        returns, so that a listing made after it misses nothing."""
+        watches: dict[str, _FolderWatch] = {}
+        try:
+            for folder in ["", *self.source.folders()]:
+                watches[folder] = _FolderWatch(self.source.client, folder, self._any_answer)
+        except BaseException:
+            for watch in watches.values():
+                watch.close()
+            raise
+        self._armed = watches
+        self.source._notifications_armed()
+
+    def _hear_notifications(self) -> None:
+        watches, self._armed = self._armed, {}
+        self._look_again.clear()
+        try:
+            if not watches:  # armed anew after the connection broke: what did we miss?
+                self.arm_all()
+                watches, self._armed = self._armed, {}
+                self._report_listing_changes()
+            while self.notify and not self._stop.is_set():
+                # asleep until an answer, a stop, the fall-back, or a new folder's second look
+                due = min(self._look_again.values(), default=None)
+                if self._any_answer.wait(None if due is None else max(0.0, due - time.monotonic())):
+                    self._any_answer.clear()
+                    for watch in list(watches.values()):
+                        if watch.answered():
+                            self._answer(watch, watches)
+                self._look_again_at_new_folders()
+        finally:
+            for watch in watches.values():
+                watch.close()
+
+    def _answer(self, watch: _FolderWatch, watches: dict[str, _FolderWatch]) -> None:
+        assert watch.pending is not None
+        try:
+            actions = watch.pending.result
+        except SMBException as exc:  # e.g. STATUS_NOT_IMPLEMENTED (ksmbd), or a folder gone
+            if watch.relpath:
+                watch.close()
+                del watches[watch.relpath]
+                return
+            log.warning(
+                "smb.notify_unsupported",
+                reason=first_line(exc),
+                note=f"listing every {self.source.poll_interval:g} s instead",
+            )
+            self.notify = False
+            return
+        if actions is None:  # cancelled, or the connection died: the supervisor will see
+            raise OSError(errno.ENOTCONN, "the change notification was cut off")
+        watch.arm()
+        if not actions:  # the server's buffer overflowed: look at what changed
+            self._report_listing_changes()
+            return
+        for action in actions:
+            if action["action"].get_value() in GONE_ACTIONS:
+                continue
+            name = action["file_name"].get_value().replace("\\", "/")
+            relpath = f"{watch.relpath}/{name}" if watch.relpath else name
+            if self.source.wanted(name.rpartition("/")[2]):
+                self.source._announce(relpath)
+                self.on_change(relpath)
+            elif relpath not in watches and self.source.recursive:
+                self._watch_if_folder(relpath, watches)
+
+    def _watch_if_folder(self, relpath: str, watches: dict[str, _FolderWatch]) -> None:
+        """A new target folder: watch it, and report what it already holds."""
+        if not self.source.is_folder(relpath):
+            return
+        watches[relpath] = _FolderWatch(self.source.client, relpath, self._any_answer)
+        # the server may start watching a new folder's disk a moment after the request:
+        # what is written in that moment is found by a second look
+        self._look_again[relpath] = time.monotonic() + LOOK_AGAIN_AFTER
+        self._report_folder(relpath, watches)
+
+    def _look_again_at_new_folders(self) -> None:
+        now = time.monotonic()
+        for relpath, when in list(self._look_again.items()):
+            if now >= when:
+                del self._look_again[relpath]
+                self._report_folder(relpath, None)
+
+    def _report_folder(self, relpath: str, watches: dict[str, _FolderWatch] | None) -> None:
+        for name, is_folder, _, _ in self.source._query(relpath):
+            inner = f"{relpath}/{name}"
+            if is_folder and watches is not None and inner not in watches:
+                self._watch_if_folder(inner, watches)
+            elif self.source.wanted(name):
+                self.source._announce(inner)
+                self.on_change(inner)
+
+    def _report_listing_changes(self) -> None:
+        before = dict(self.source._last_listing or {})
+        for entry in self.source.list_frames():
+            if before.get(entry.relpath) != (entry.size, entry.mtime_ns):
+                self.on_change(entry.relpath)
+
+    def _poll_listings(self) -> None:
+        """List every poll_interval; what is new or changed since the last listing is
+        reported (the first listing only sets the reference: rescans catch up)."""
+        known = dict(self.source._last_listing or {})
+        while not self._stop.wait(self.source.poll_interval):
+            current = {e.relpath: (e.size, e.mtime_ns) for e in self.source.list_frames()}
+            for relpath, version in current.items():
+                if known.get(relpath) != version:
+                    self.on_change(relpath)
+            known = current
