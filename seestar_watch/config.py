@@ -35,7 +35,7 @@ Check = Callable[[Any, str, list[str]], Any]
 
 
 def _expected(problems: list[str], key: str, what: str, value: Any) -> _Invalid:
-    problems.append(f"{key}: expected {what}, got {value!r}")
+    problems.append(f"{key}: expected {what}, got {_shown(value)}")
     return INVALID
 
 
@@ -343,7 +343,9 @@ def parse_config(raw: Any, source: Path) -> Config:
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         what = (
-            "the file is empty" if raw is None else f"expected a mapping of sections, got {raw!r}"
+            "the file is empty"
+            if raw is None
+            else f"expected a mapping of sections, got {_shown(raw)}"
         )
         raise ConfigError(str(source), [what])
     for name in raw:
@@ -421,14 +423,108 @@ def _mount_point_problems(watcher: WatcherConfig) -> list[str]:
     ]
 
 
+# A config is a few KB. A file from a forum can hold an alias bomb ("billion laughs"),
+# nesting thousands of levels deep, or a million-item list: each is refused, in one line
+# and well under a second, before anything is built from it.
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 10_000  # values in the document once its aliases are expanded
+SHOWN = 80  # characters of a value quoted in an error message
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error, not "the last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in first_seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"{_shown(key)} is given twice (first on line {first_seen[key] + 1})",
+                        key_node.start_mark,
+                    )
+                first_seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base class reports it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """The document in `text`, refusing deep nesting and alias bombs; raises yaml.YAMLError
+    or ValueError with the reason."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events: no recursion, no building
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise ValueError(f"line {line}: nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_VALUES:
+            raise ValueError(
+                f"the document expands to more than {MAX_VALUES:,} values (aliases that repeat"
+                " aliases, a 'billion laughs'?): a config is a few dozen keys"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document holds with every alias expanded, without expanding it
+    (an alias is the node it names: sizes are counted once per node and reused)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if children_done:
+            sizes[id(node)] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in children))
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+
+
 def load_config(path: Path) -> Config:
     """Read, parse and validate one config file."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            limit = f"a config is a few KB (at most {MAX_CONFIG_BYTES:,} bytes)"
+            raise ConfigError(str(path), [f"the file is {size:,} bytes; {limit}"])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = parse_yaml(text)
+    except ValueError as exc:
+        raise ConfigError(str(path), [f"refused: {exc}"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,53 @@ class TestFindingTheConfig:
 
 def test_example_is_plain_yaml() -> None:
     assert isinstance(yaml.safe_load(EXAMPLE.read_text()), dict)
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["image_watcher: {watch_path: /x, ignore: *i}", "pipeline: {command: [true]}"]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (BILLION_LAUGHS, "expands to more than 10,000 values"),
+        ("x: " + "[" * 10_000 + "]" * 10_000, "nested more than 32 levels deep"),
+        ("- item\n" * 1_000_000, "a config is a few KB"),
+        ("pipeline: {command: [a]}\npipeline: {command: [b]}\n", "'pipeline' is given twice"),
+        ("image_watcher:\n  watch_path: /a\n  watch_path: /b\n", "'watch_path' is given twice"),
+    ],
+)
+def test_hostile_yaml_is_refused_in_one_short_line_and_quickly(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert time.monotonic() - started < 1.0
+    message = str(caught.value)
+    assert said in message
+    assert len(message.splitlines()) == 1 and len(message) < 300
+
+
+def test_error_messages_quote_values_cut_to_a_readable_length(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("image_watcher: {watch_path: /x, debounce_delay: [" + "1, " * 5000 + "1]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    line = next(p for p in caught.value.problems if "debounce_delay" in p)
+    assert line.endswith("...") and len(line) < 200
+
+
+def test_a_few_anchors_and_aliases_are_still_fine(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "image_watcher: &w {watch_path: /x, ignore: &i [Stacked_*]}\n"
+        "pipeline: {command: [echo, '{path}'], env: {A: '1'}}\n"
+        "logging: {level: info}\n"
+    )
+    assert load_config(path).image_watcher.ignore == ("Stacked_*",)
