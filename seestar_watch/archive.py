@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import filecmp
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.sources import OpenFrame, Source, Version
 
 CHUNK = 1 << 20
+# the daemon's own temporaries: .seestar-watch.<pid>.<thread>.partial
+TEMPORARY = re.compile(r"\.seestar-watch\.(\d+)\.\d+\.partial")
 
 
 class ArchiveError(Exception):
@@ -50,6 +53,37 @@ def archive_copy(source: Source, relpath: str, root: Path, version: Version) -> 
         return _place(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """Remove the temporaries a copy cut off by a power cut or a SIGKILL left in the archive
+    (only the daemon's own names, only below `root`, never one of a process still alive);
+    the copy is simply made again. Returns what was removed."""
+    removed = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            match = TEMPORARY.fullmatch(name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            path = Path(folder) / name
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: leave its files alone
+    return True
 
 
 def _copy_checked(source: Source, relpath: str, temporary: Path, version: Version) -> None:

@@ -247,6 +247,11 @@ class PipelineConfig:
     env: dict[str, str] = setting(string_map, factory=dict)
     shutdown_grace: float = setting(number(0), 30.0)
 
+    @property
+    def longest_retry_delay(self) -> float:
+        """The wait before the last retry: retry_delay, doubled for each retry before it."""
+        return float(self.retry_delay * 2 ** max(0, self.retries - 1))
+
 
 @dataclass(frozen=True)
 class ArchiveConfig:

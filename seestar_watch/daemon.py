@@ -108,6 +108,7 @@ class Daemon:
 
     def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
         processor = self._processor(ledger)
+        processor.clean_archive()
         threads = [
             self._thread("share", self.share.run),
             self._thread("intake", watch.run, self.lifecycle.stopping),
@@ -204,9 +205,10 @@ class Daemon:
 
     def _work_loop(self, ledger: Ledger, processor: FrameProcessor) -> None:
         while not self.lifecycle.stopping.is_set():
-            frame = ledger.claim_next() if self.share.available else None
+            longest = self.config.pipeline.longest_retry_delay
+            frame = ledger.claim_next(longest) if self.share.available else None
             if frame is None:
-                due = ledger.seconds_until_due()
+                due = ledger.seconds_until_due(longest_wait=longest)
                 with self._work:
                     self._work.wait(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
                 continue
@@ -225,17 +227,19 @@ class Daemon:
     def _run_once(self, ledger: Ledger, watch: Watch) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
         watch.warn_if_frames_unwatched()
+        processor = self._processor(ledger)
+        processor.clean_archive()
         for entry in self.source.list_frames():
             if not ledger.knows(entry.version):
                 intake.read_and_record(ledger, self.source, entry.relpath)
-        processor = self._processor(ledger)
+        longest = self.config.pipeline.longest_retry_delay
         while not self.lifecycle.stopping.is_set():
-            frame = ledger.claim_next()
+            frame = ledger.claim_next(longest)
             if frame is not None:
                 if self._process(processor, frame) == "postponed":
                     raise UserError("the share went away; the frames left are still pending")
                 continue
-            due = ledger.seconds_until_due()
+            due = ledger.seconds_until_due(longest_wait=longest)
             if due is None:
                 break
             self.lifecycle.wait(due)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -319,21 +320,28 @@ class Ledger:
                 (time.time(),),
             ).rowcount
 
-    def claim_next(self) -> Frame | None:
-        """The oldest pending frame that is due, now marked running; None when there is none."""
-        return self._claim("not_before IS NULL OR not_before <= ?", time.time())
+    def claim_next(self, longest_wait: float = math.inf) -> Frame | None:
+        """The oldest pending frame that is due, now marked running; None when there is none.
+
+        A retry due more than `longest_wait` (the longest retry delay) from now was stored
+        before the clock stepped back (NTP correcting a Raspberry Pi without a real-time
+        clock): it is due now, not in an hour."""
+        now = time.time()
+        return self._claim(
+            "not_before IS NULL OR not_before <= ? OR not_before > ?", now, now + longest_wait
+        )
 
     def claim(self, frame_id: int) -> Frame | None:
         """This pending frame, now marked running, whether it is due or not."""
         return self._claim("id = ?", frame_id)
 
-    def _claim(self, condition: str, value: float | int) -> Frame | None:
+    def _claim(self, condition: str, *values: float | int) -> Frame | None:
         now = time.time()
         with self._lock, self._transaction() as db:
             row = db.execute(
                 "SELECT id, relpath, size, mtime_ns, header, attempts, archived FROM frames"
                 f" WHERE state = 'pending' AND ({condition}) ORDER BY id LIMIT 1",
-                (value,),
+                values,
             ).fetchone()
             if row is None:
                 return None
@@ -346,17 +354,22 @@ class Ledger:
         archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
         return Frame(row[0], Version(bytes(row[1]), row[2], row[3]), header, row[5] + 1, archived)
 
-    def seconds_until_due(self, frame_id: int | None = None) -> float | None:
-        """Seconds until the next pending frame (or this one) may run; None if none is pending."""
+    def seconds_until_due(
+        self, frame_id: int | None = None, longest_wait: float = math.inf
+    ) -> float | None:
+        """Seconds until the next pending frame (or this one) may run; None if none is pending.
+        A due time beyond `longest_wait` from now counts as now (see claim_next)."""
         where = "state = 'pending'" + ("" if frame_id is None else " AND id = ?")
+        now = time.time()
         with self._lock:
             row = self._db.execute(
-                f"SELECT count(*), min(coalesce(not_before, 0)) FROM frames WHERE {where}",
-                () if frame_id is None else (frame_id,),
+                "SELECT count(*), min(CASE WHEN not_before IS NULL OR not_before > ? THEN 0"
+                f" ELSE not_before END) FROM frames WHERE {where}",
+                (now + longest_wait,) if frame_id is None else (now + longest_wait, frame_id),
             ).fetchone()
         if not row[0]:
             return None
-        return max(0.0, float(row[1]) - time.time())
+        return max(0.0, float(row[1]) - now)
 
     def set_archived(self, frame_id: int, archived: str) -> None:
         self._update(frame_id, archived=os.fsencode(archived))

@@ -74,6 +74,7 @@ def process_paths(
             lifecycle.should_abort,
             lambda: source.check(PROBE_TIMEOUT).is_available,
         )
+        processor.clean_archive()
         for frame_id in progress(list(queued)):
             state = _run_until_settled(ledger, processor, frame_id, lifecycle)
             outcomes[queued[frame_id]] = Outcome(state)
@@ -111,7 +112,8 @@ def _run_until_settled(
             return "pending"
         state = processor.process(frame)
         if state == "pending":
-            lifecycle.wait(ledger.seconds_until_due(frame_id) or 0.0)
+            longest = processor.config.pipeline.longest_retry_delay
+            lifecycle.wait(ledger.seconds_until_due(frame_id, longest) or 0.0)
     return state
 
 

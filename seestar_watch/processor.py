@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from seestar_watch.archive import ArchiveError, ShareUnavailable, SourceChanged, archive_copy
+from seestar_watch.archive import (
+    ArchiveError,
+    ShareUnavailable,
+    SourceChanged,
+    archive_copy,
+    remove_leftovers,
+)
 from seestar_watch.config import Config
 from seestar_watch.ledger import Frame, Ledger
 from seestar_watch.log import get_logger
@@ -44,6 +50,19 @@ class FrameProcessor:
         self.source = source
         self.should_abort = should_abort
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
+
+    def clean_archive(self) -> None:
+        """At start: temporaries of copies cut off by a power cut go (the copies are redone)."""
+        if not self.config.archive.enabled or not self.config.archive.folder.is_dir():
+            return
+        removed = remove_leftovers(self.config.archive.folder)
+        if removed:
+            log.info(
+                "archive.leftovers_removed",
+                count=len(removed),
+                example=str(removed[0]),
+                note="copies cut off by a power cut or a kill; they are made again",
+            )
 
     def process(self, frame: Frame) -> str:
         """Run one claimed frame; returns the state it was left in ("postponed": the share

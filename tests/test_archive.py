@@ -103,3 +103,34 @@ def test_an_unwritable_archive_is_an_archive_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the archive folder should be")
     with pytest.raises(ArchiveError):
         archive_copy(str(path), blocker, relpath, version(path, tmp_path / "share"))  # type: ignore[arg-type]
+
+
+def dead_pid() -> int:
+    """A pid no process has now (a process that ran and was reaped)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_leftover_temporaries_of_a_cut_off_copy_are_removed_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    from seestar_watch.archive import remove_leftovers
+
+    archive = tmp_path / "archive" / "M 42_sub"
+    archive.mkdir(parents=True)
+    cut_off = archive / f".seestar-watch.{dead_pid()}.140000.partial"
+    cut_off.write_bytes(b"half a frame")
+    running = archive / f".seestar-watch.{os.getpid()}.1.partial"  # a copy under way now
+    running.write_bytes(b"being copied")
+    frame = archive / "a.fit"
+    frame.write_bytes(b"a frame")
+    lookalike = archive / ".seestar-watch.notes"
+    lookalike.write_text("not ours")
+    outside = tmp_path / f".seestar-watch.{dead_pid()}.1.partial"  # not in the archive
+    outside.write_bytes(b"x")
+    assert remove_leftovers(tmp_path / "archive") == [cut_off]
+    assert not cut_off.exists()
+    assert running.exists() and frame.exists() and lookalike.exists() and outside.exists()

@@ -695,3 +695,19 @@ def test_a_first_start_that_waits_for_the_share_runs_what_arrives_meanwhile(
     daemon.wait_for_event("scan.finished", count=2)
     assert daemon.stop() == 0
     assert scope.run_sources() == [str(new)]
+
+
+def test_a_copy_cut_off_by_a_power_cut_leaves_no_temporary_behind(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    leftover = scope.archive / "M 42_sub" / ".seestar-watch.4000000.139.partial"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 100_000)  # a dead daemon's copy, half done
+    scope.update(state={"process_existing": True})
+    path = frame(scope, "a.fit")
+    result = scope.cli("run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert not leftover.exists()
+    assert "archive.leftovers_removed" in result.stderr
+    assert (scope.archive / "M 42_sub" / "a.fit").read_bytes() == path.read_bytes()
+    assert list((scope.archive / "M 42_sub").iterdir()) == [scope.archive / "M 42_sub" / "a.fit"]

@@ -63,3 +63,9 @@ def test_every_module_is_on_the_architecture_map() -> None:
         relative = module.relative_to(package)
         shown = f"`{relative.name}`" if relative.parent == Path(".") else f"`{relative.parent}/"
         assert shown in architecture or f"`{relative}`" in architecture, relative
+
+
+def test_the_readme_says_which_writers_the_completeness_check_covers() -> None:
+    section = README.split("## What it does with a frame", 1)[1].split("\n## ", 1)[0]
+    assert "writers that *append*" in section
+    assert "pre-allocation" in section and "set `debounce_delay` above" in section

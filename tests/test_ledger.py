@@ -134,3 +134,27 @@ def test_readonly_open_reads_while_a_writer_holds_it(ledger: Ledger) -> None:
     assert reader.counts()["pending"] == 1
     assert reader.recent(5)[0]["relpath"] == b"a.fit"
     reader.close()
+
+
+def test_a_retry_stored_before_the_clock_stepped_back_is_due_now(ledger: Ledger) -> None:
+    # NTP corrects a Raspberry Pi without a real-time clock: an hour back. A retry stored
+    # "5 s from now" before the step now looks due in an hour and 5 s.
+    ledger.add_pending(v(b"a.fit"), {})
+    first = ledger.claim_next()
+    assert first is not None
+    ledger.retry_later(first.id, 5 + 3600, exit_code=1, duration=0.1, reason="exit code 1")
+    longest = 30.0 * 2  # retry_delay 30 s, 2 retries
+    assert ledger.claim_next() is None  # without the bound: an hour's wait
+    assert ledger.seconds_until_due(longest_wait=longest) == 0.0
+    again = ledger.claim_next(longest)
+    assert again is not None and again.id == first.id
+
+
+def test_a_retry_due_within_the_longest_delay_still_waits(ledger: Ledger) -> None:
+    ledger.add_pending(v(b"a.fit"), {})
+    first = ledger.claim_next()
+    assert first is not None
+    ledger.retry_later(first.id, 50, exit_code=1, duration=0.1, reason="exit code 1")
+    assert ledger.claim_next(60.0) is None
+    due = ledger.seconds_until_due(longest_wait=60.0)
+    assert due is not None and 45 < due <= 50
