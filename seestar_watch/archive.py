@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import filecmp
+import hashlib
 import os
 import re
 import threading
@@ -146,7 +147,7 @@ def _place(temporary: Path, destination: Path) -> Path:
     """Give the checked copy its name; an existing identical file is reused, a different
     one is never replaced: the copy gets the next free name `<stem>.v2<suffix>`, ..."""
     for n in range(1, 10_000):
-        candidate = destination if n == 1 else destination.with_stem(f"{destination.stem}.v{n}")
+        candidate = destination if n == 1 else versioned(destination, n)
         if candidate.exists():
             if filecmp.cmp(temporary, candidate, shallow=False):
                 return candidate
@@ -162,6 +163,30 @@ def _place(temporary: Path, destination: Path) -> Path:
         _fsync_folder(candidate.parent)
         return candidate
     raise ArchiveError(f"too many different versions of {destination}")
+
+
+def versioned(destination: Path, n: int) -> Path:
+    """`<stem>.v<n><suffix>`, shortened when that is longer than the file system allows: a
+    frame name of 255 bytes must still get a second version. The extension is kept, and
+    as much of the name as fits, then `~` and a hash of the whole name, so the short name
+    is the same every time and says which frame it is (the ledger records it too)."""
+    name = f"{destination.stem}.v{n}{destination.suffix}"
+    limit = _name_max(destination.parent)
+    if len(os.fsencode(name)) <= limit:
+        return destination.with_name(name)
+    digest = hashlib.sha256(os.fsencode(destination.name)).hexdigest()[:8]
+    tail = f"~{digest}.v{n}{destination.suffix}"
+    stem = destination.stem
+    while stem and len(os.fsencode(stem + tail)) > limit:
+        stem = stem[:-1]
+    return destination.with_name(stem + tail)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -134,3 +134,24 @@ def test_leftover_temporaries_of_a_cut_off_copy_are_removed_and_nothing_else(
     assert remove_leftovers(tmp_path / "archive") == [cut_off]
     assert not cut_off.exists()
     assert running.exists() and frame.exists() and lookalike.exists() and outside.exists()
+
+
+def test_a_second_version_of_a_255_byte_name_is_archived_under_a_short_stable_name(
+    tmp_path: Path,
+) -> None:
+    name = "Light_" + "é" * 120 + "x" * 5 + ".fit"  # 255 bytes in UTF-8
+    assert len(os.fsencode(name)) == 255
+    path, relpath = source_file(tmp_path, b"first version", name=f"M 42_sub/{name}")
+    root = tmp_path / "archive"
+    first = archive_copy(str(path), root, relpath, version(path, tmp_path / "share"))
+    assert first.name == name
+    path.write_bytes(b"second version, longer")
+    second = archive_copy(str(path), root, relpath, version(path, tmp_path / "share"))
+    assert second.read_bytes() == b"second version, longer"
+    assert len(os.fsencode(second.name)) <= 255
+    assert second.name.startswith("Light_éé") and second.name.endswith(".v2.fit")
+    assert "~" in second.name
+    from seestar_watch.archive import versioned
+
+    assert versioned(first, 2) == second  # the same short name every time
+    assert first.read_bytes() == b"first version"
