@@ -20,8 +20,10 @@ log = get_logger("seestar_watch.share")
 
 PROBE_TIMEOUT = 10.0
 CHECK_WHILE_UP = 5.0  # seconds between two checks of a share that answers
+# Two real outages within a minute are two outages, each said; five or more (ten
+# transitions) within a minute is a flapping share: one line, not hundreds.
 FLAP_WINDOW = 60.0  # this many seconds ...
-FLAP_LIMIT = 4  # ... with this many transitions is flapping: one line, not hundreds
+FLAP_LIMIT = 10  # ... with this many transitions is flapping
 
 
 class ShareSupervisor:

@@ -27,6 +27,7 @@ log = get_logger("seestar_watch.watch")
 # Frames written while a first start waited for the share are run, not skipped; the
 # telescope's clock may be a little off ours: this much earlier still counts as "after".
 CLOCK_TOLERANCE = 60.0
+UNWATCH_TIMEOUT = 5.0  # seconds a watch may take to stop before it is abandoned
 
 
 class Watch:
@@ -117,9 +118,26 @@ class Watch:
         return self._watching
 
     def stop_watching(self) -> None:
-        if self._watching:
-            self._watching = False
-            self.source.unwatch(5.0)
+        """Stop the watch, on a helper thread: stopping watchdog's observer joins its emitter
+        threads with no timeout, and on a hung mount that is for good. A watch that does not
+        stop in time is abandoned (a fresh one starts when the share answers again)."""
+        if not self._watching:
+            return
+        self._watching = False
+        helper = threading.Thread(
+            target=self.source.unwatch,
+            args=(UNWATCH_TIMEOUT,),
+            name="seestar-watch-unwatch",
+            daemon=True,
+        )
+        helper.start()
+        helper.join(UNWATCH_TIMEOUT + 1.0)
+        if helper.is_alive():
+            log.warning(
+                "watcher.abandoned",
+                path=self.source.location,
+                note="the old watch is stuck on the share; a new one starts when it answers",
+            )
 
     def _settled(self, entry: Entry, header: HeaderRead) -> None:
         if intake.record(self.ledger, self.source, entry, header) == "pending":

@@ -139,3 +139,35 @@ def test_a_listing_that_hangs_does_not_hold_share_supervision(
     finally:
         release.set()
         stop(daemon, thread)
+
+
+def test_a_watch_that_will_not_stop_is_abandoned_and_a_fresh_one_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    # a frozen FUSE mount: watchdog's observer.stop() joins its emitters with no timeout
+    from seestar_watch import share, watch
+    from seestar_watch.sources.local import LocalSource
+
+    monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
+    monkeypatch.setattr(watch, "UNWATCH_TIMEOUT", 0.3)
+    stuck = threading.Event()
+    real_unwatch = LocalSource.unwatch
+
+    def unwatch_hangs(self: LocalSource, timeout: float) -> None:
+        self._observer = None  # what unwatch does first; then the join never returns
+        stuck.wait(30)
+
+    monkeypatch.setattr(LocalSource, "unwatch", unwatch_hangs)
+    daemon, thread = in_process_daemon(tmp_path)
+    try:
+        wait_for(lambda: events_named(logs, "watcher.started"), timeout=10)
+        (tmp_path / "share").rename(tmp_path / "gone")
+        wait_for(lambda: events_named(logs, "watcher.abandoned"), timeout=10)
+        (tmp_path / "gone").rename(tmp_path / "share")
+        wait_for(lambda: len(events_named(logs, "watcher.started")) == 2, timeout=10)
+        write_frame(tmp_path / "share" / "M 42_sub" / "after.fit")
+        wait_for(lambda: daemon.last_frame == "after.fit done", timeout=10)
+    finally:
+        stuck.set()
+        monkeypatch.setattr(LocalSource, "unwatch", real_unwatch)
+        stop(daemon, thread)

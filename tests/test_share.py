@@ -153,3 +153,16 @@ def test_check_mount_with_nothing_at_the_mount_point(tmp_path: Path) -> None:
     mounted = report.checks[0]
     assert mounted.status == "fail" and mounted.fix and "mount_smbfs" in mounted.fix
     assert report.frames is None  # the empty folder was not counted
+
+
+def test_two_real_outages_within_a_minute_are_each_said(
+    tmp_path: Path, logs: list[dict[str, Any]]
+) -> None:
+    supervisor = supervisor_of(watcher_config(tmp_path), lambda s: None, lambda s: None)
+    up = ShareState(Availability.AVAILABLE, "", None)
+    down = ShareState(Availability.UNAVAILABLE, "Input/output error", None)
+    for state in (up, down, up, down, up):
+        supervisor._apply(state)
+    assert len(events_named(logs, "share.lost")) == 2
+    assert len(events_named(logs, "share.restored")) == 2
+    assert events_named(logs, "share.flapping") == []
