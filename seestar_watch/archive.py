@@ -21,6 +21,8 @@ from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.sources import OpenFrame, Source, Version
 
 CHUNK = 1 << 20
+HEADER_BYTES = 2 * 2880  # a Seestar header: read again after the copy and compared
+LAST_BLOCK = 2880
 # the daemon's own temporaries: .seestar-watch.<pid>.<thread>.partial
 TEMPORARY = re.compile(r"\.seestar-watch\.(\d+)\.\d+\.partial")
 
@@ -99,6 +101,29 @@ def _copy_checked(source: Source, relpath: str, temporary: Path, version: Versio
         raise _source_error(exc) from None
     if copied != version.size:
         raise SourceChanged(f"read {copied} bytes, expected {version.size}")
+    _compare_again(source, relpath, temporary, version)
+
+
+def _compare_again(source: Source, relpath: str, copy: Path, version: Version) -> None:
+    """Read the header blocks and the last block from the source once more, through a new
+    open (a FUSE or cifs mount's caches are dropped on open), and compare them with the
+    copy: a frame rewritten in place with its modification time put back has the same size
+    and time, but not the same bytes."""
+    places = [(0, min(version.size, HEADER_BYTES))]
+    if version.size > HEADER_BYTES:
+        places.append((version.size - min(version.size, LAST_BLOCK), LAST_BLOCK))
+    try:
+        with source.open(relpath) as frame, copy.open("rb") as copied:
+            _check_version(frame, version)
+            for offset, count in places:
+                copied.seek(offset)
+                if frame.read_at(offset, count) != copied.read(count):
+                    raise SourceChanged(
+                        "rewritten while it was copied (its time was put back): not the"
+                        " version that settled; a newer one will follow"
+                    )
+    except OSError as exc:
+        raise _source_error(exc) from None
 
 
 def _copy_into(frame: OpenFrame, temporary: Path) -> int:

@@ -155,3 +155,39 @@ def test_a_second_version_of_a_255_byte_name_is_archived_under_a_short_stable_na
 
     assert versioned(first, 2) == second  # the same short name every time
     assert first.read_bytes() == b"first version"
+
+
+def test_a_frame_rewritten_during_the_copy_with_its_time_put_back_is_refused(
+    tmp_path: Path,
+) -> None:
+    # same size, same mtime, different bytes: only the bytes can tell (a mount's attribute
+    # cache hides such a rewrite too)
+    from seestar_watch.archive import archive_copy as copy_through
+    from seestar_watch.sources.local import LocalFrame
+
+    old, new = os.urandom(3_000_000), os.urandom(3_000_000)
+    path, relpath = source_file(tmp_path, old)
+    settled = version(path, tmp_path / "share")
+    times = path.stat()
+
+    class RewrittenAfterTheFirstChunk(LocalFrame):
+        def read(self, count: int) -> bytes:
+            chunk = super().read(count)
+            if path.read_bytes() == old:  # the telescope rewrites it in place, time put back
+                with path.open("r+b") as out:
+                    out.write(new)
+                os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+            return chunk
+
+    share = LocalSource(str(tmp_path / "share"))
+    opened = []
+
+    def open_frame(relative: str) -> LocalFrame:
+        frame = (RewrittenAfterTheFirstChunk if not opened else LocalFrame)(share.path_of(relative))
+        opened.append(frame)
+        return frame
+
+    share.open = open_frame  # type: ignore[method-assign]
+    with pytest.raises(SourceChanged, match="rewritten while it was copied"):
+        copy_through(share, relpath, tmp_path / "archive", settled)  # type: ignore[arg-type]
+    assert not (tmp_path / "archive" / relpath).exists()

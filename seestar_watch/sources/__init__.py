@@ -98,6 +98,9 @@ class OpenFrame(Protocol):
     def read(self, count: int) -> bytes:
         """Up to `count` bytes (fewer only at the end of the file). Raises OSError."""
 
+    def read_at(self, offset: int, count: int) -> bytes:
+        """Up to `count` bytes from `offset`, leaving the sequential position alone."""
+
     def changed(self) -> bool:
         """Whether the frame's size or modification time moved since it was opened."""
 

@@ -224,6 +224,9 @@ class LocalFrame:
             count -= len(chunk)
         return b"".join(chunks)
 
+    def read_at(self, offset: int, count: int) -> bytes:
+        return os.pread(self._fd, count, offset)
+
     def changed(self) -> bool:
         info = os.fstat(self._fd)
         return (info.st_size, info.st_mtime_ns) != (self.size, self.mtime_ns)

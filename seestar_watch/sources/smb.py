@@ -146,6 +146,17 @@ class SmbFrame:
     def _read(self, count: int) -> bytes:
         return self._client.call(lambda: self._file.read(count))  # type: ignore[no-any-return]
 
+    def read_at(self, offset: int, count: int) -> bytes:
+        def read() -> bytes:
+            position = self._file.tell()
+            try:
+                self._file.seek(offset)
+                return self._file.read(count)  # type: ignore[no-any-return]
+            finally:
+                self._file.seek(position)
+
+        return self._client.call(read)
+
     def changed(self) -> bool:
         return self._look() != (self.size, self.mtime_ns)
 
