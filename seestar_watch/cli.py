@@ -74,11 +74,14 @@ def check_config(config_path: Path | None) -> None:
     """Validate the config file and print a short summary (exit 1 when it has problems)."""
     from seestar_watch import preflight
     from seestar_watch.config import describe, find_config_file, load_config
+    from seestar_watch.ledger import low_space
 
     config = load_config(find_config_file(config_path))
     preflight.require(config)
     for line in describe(config):
         click.echo(line)
+    if warning := low_space(config.state.ledger):
+        click.echo(f"warning: {warning}")
     click.echo("config ok")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from seestar_watch import intake
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
-from seestar_watch.ledger import Frame, Ledger
+from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle
 from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
@@ -73,6 +73,9 @@ class Daemon:
             self.lifecycle.handling_signals(),
             Ledger.exclusive(self.config.state.ledger) as ledger,
         ):
+            if warning := low_space(ledger.path):
+                log.warning("ledger.low_space", warning=warning)
+            ledger.keep_trying(self.lifecycle.stopping)
             recovered = ledger.recover_running()
             if recovered:
                 log.warning(
@@ -127,12 +130,18 @@ class Daemon:
         notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
         next_status = time.monotonic() + STATUS_EVERY
         while not self.lifecycle.wait(1.0):
-            notifier.watchdog()  # from this loop only: if it stops turning, systemd restarts us
+            if all(thread.is_alive() for thread in threads):  # a dead thread: systemd restarts us
+                notifier.watchdog()
             if time.monotonic() >= next_status:
                 notifier.status(self.status_line(ledger))
                 next_status = time.monotonic() + STATUS_EVERY
         notifier.stopping("stopping: letting a running command finish")
         self._shutdown(threads, watch)
+        if ledger.in_trouble:
+            raise UserError(
+                f"stopped while the ledger {ledger.path} could not be written (see"
+                " ledger.unwritable); frames not recorded are run again at the next start"
+            )
 
     def _processor(self, ledger: Ledger) -> FrameProcessor:
         return FrameProcessor(
@@ -204,6 +213,12 @@ class Daemon:
     # -- the workers ---------------------------------------------------------------
 
     def _work_loop(self, ledger: Ledger, processor: FrameProcessor) -> None:
+        try:
+            self._work_until_stopped(ledger, processor)
+        except LedgerError:
+            return  # only raised once stopping: the daemon reports it as it exits
+
+    def _work_until_stopped(self, ledger: Ledger, processor: FrameProcessor) -> None:
         while not self.lifecycle.stopping.is_set():
             longest = self.config.pipeline.longest_retry_delay
             frame = ledger.claim_next(longest) if self.share.available else None

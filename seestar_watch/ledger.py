@@ -15,19 +15,24 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from seestar_watch.errors import UserError
+from seestar_watch.log import get_logger
 from seestar_watch.sources import Version
 
 SCHEMA_VERSION = 1
+WRITE_RETRY = 2.0  # seconds between two tries of a ledger write that failed
+T = TypeVar("T")
+log = get_logger("seestar_watch.ledger")
 State = Literal["pending", "running", "done", "failed", "rejected", "skipped"]
 STATES: tuple[State, ...] = get_args(State)
 
@@ -106,6 +111,8 @@ class Ledger:
         self.path = path
         self._db = connection
         self._lock = threading.Lock()
+        self._stopping: threading.Event | None = None  # set by keep_trying
+        self._trouble_since: float | None = None  # when writes started to fail
 
     @classmethod
     @contextmanager
@@ -199,6 +206,57 @@ class Ledger:
         with self._lock:
             self._db.close()
 
+    def keep_trying(self, stopping: threading.Event) -> None:
+        """From now on a write that fails (disk full, I/O error, another process holding the
+        write lock, a read-only remount) is tried again every WRITE_RETRY seconds until it
+        succeeds, with one log line while it lasts, instead of failing a frame or killing a
+        thread; once `stopping` is set, it raises LedgerError with the reason."""
+        self._stopping = stopping
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction, as keep_trying says when it fails."""
+        while True:
+            try:
+                with self._lock, self._transaction() as db:
+                    result = work(db)
+            except sqlite3.OperationalError as exc:
+                if self._stopping is None:
+                    raise
+                self._report_trouble(exc)
+                if self._stopping.wait(WRITE_RETRY):
+                    raise LedgerError(
+                        f"the ledger {self.path} could not be written: {exc}"
+                        " (the frames not recorded will be run again at the next start)"
+                    ) from None
+                continue
+            if self._trouble_since is not None:
+                log.warning(
+                    "ledger.writable_again",
+                    after_s=round(time.monotonic() - self._trouble_since, 1),
+                )
+                self._trouble_since = None
+            return result
+
+    @property
+    def in_trouble(self) -> bool:
+        """Whether the last write failed (and is being tried again)."""
+        return self._trouble_since is not None
+
+    def _report_trouble(self, exc: sqlite3.OperationalError) -> None:
+        if self._trouble_since is not None:
+            return
+        self._trouble_since = time.monotonic()
+        busy = "locked" in str(exc) or "busy" in str(exc)
+        log.error(
+            "ledger.unwritable",
+            ledger=str(self.path),
+            reason=str(exc),
+            note="another process holds its write lock"
+            if busy
+            else "disk full, I/O error or read-only: free space or fix the disk",
+            effect=f"no new frame is started; writes are tried again every {WRITE_RETRY:g} s",
+        )
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -242,7 +300,8 @@ class Ledger:
     def record_baseline(self, versions: Iterable[Version]) -> int:
         """First start: files already there are `skipped`, not run; returns how many."""
         now = time.time()
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> int:
             rows = [(v.relpath, v.size, v.mtime_ns, now, now) for v in versions]
             db.executemany(
                 "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason,"
@@ -253,19 +312,27 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('baseline_at', ?)", (str(now),))
             return len(rows)
 
+        return self._write(work)
+
     def first_started_at(self) -> float:
         """When seestar-watch first started on this ledger: recorded by the first call, kept."""
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> float:
             db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('first_started_at', ?)", (repr(time.time()),)
             )
             row = db.execute("SELECT value FROM meta WHERE key = 'first_started_at'").fetchone()
             return float(row[0])
 
+        return self._write(work)
+
     def mark_started(self) -> None:
         """Later starts run whatever arrived meanwhile: no baseline after the first."""
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> Any:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('baseline_at', ?)", (str(time.time()),))
+
+        self._write(work)
 
     def add_pending(self, version: Version, header: dict[str, Any]) -> bool:
         """Queue a settled frame; False when this version is already known."""
@@ -280,8 +347,9 @@ class Ledger:
         self, version: Version, state: str, reason: str | None, header: dict[str, Any] | None
     ) -> bool:
         now = time.time()
-        with self._lock:
-            cursor = self._db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason, header,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -297,10 +365,13 @@ class Ledger:
             )
             return cursor.rowcount == 1
 
+        return self._write(work)
+
     def force_pending(self, version: Version, header: dict[str, Any]) -> None:
         """`process --force`: run this version again whatever its state."""
         now = time.time()
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> Any:
             db.execute(
                 "INSERT INTO frames (relpath, size, mtime_ns, state, header, created_at,"
                 " updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
@@ -310,15 +381,20 @@ class Ledger:
                 (version.relpath, version.size, version.mtime_ns, _to_json(header), now, now),
             )
 
+        self._write(work)
+
     # -- the queue -----------------------------------------------------------
 
     def recover_running(self) -> int:
         """Rows a killed daemon left `running` go back to `pending` (at least once)."""
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> int:
             return db.execute(
                 "UPDATE frames SET state = 'pending', updated_at = ? WHERE state = 'running'",
                 (time.time(),),
             ).rowcount
+
+        return self._write(work)
 
     def claim_next(self, longest_wait: float = math.inf) -> Frame | None:
         """The oldest pending frame that is due, now marked running; None when there is none.
@@ -337,7 +413,8 @@ class Ledger:
 
     def _claim(self, condition: str, *values: float | int) -> Frame | None:
         now = time.time()
-        with self._lock, self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> Any:
             row = db.execute(
                 "SELECT id, relpath, size, mtime_ns, header, attempts, archived FROM frames"
                 f" WHERE state = 'pending' AND ({condition}) ORDER BY id LIMIT 1",
@@ -350,6 +427,11 @@ class Ledger:
                 " updated_at = ? WHERE id = ?",
                 (now, now, row[0]),
             )
+            return row
+
+        row = self._write(work)
+        if row is None:
+            return None
         header = json.loads(row[4]) if row[4] else {}
         archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
         return Frame(row[0], Version(bytes(row[1]), row[2], row[3]), header, row[5] + 1, archived)
@@ -412,20 +494,26 @@ class Ledger:
 
     def release(self, frame_id: int) -> None:
         """Shutdown interrupted this run: pending again, and the attempt does not count."""
-        with self._lock:
-            self._db.execute(
+
+        def work(db: sqlite3.Connection) -> Any:
+            db.execute(
                 "UPDATE frames SET state = 'pending', attempts = max(attempts - 1, 0),"
                 " updated_at = ? WHERE id = ?",
                 (time.time(), frame_id),
             )
 
+        self._write(work)
+
     def _update(self, frame_id: int, **values: Any) -> None:
         values["updated_at"] = time.time()
         assignments = ", ".join(f"{column} = ?" for column in values)
-        with self._lock:
-            self._db.execute(
+
+        def work(db: sqlite3.Connection) -> Any:
+            db.execute(
                 f"UPDATE frames SET {assignments} WHERE id = ?", (*values.values(), frame_id)
             )
+
+        self._write(work)
 
     def retry_failed(self, relpaths: Iterable[bytes] | None = None) -> int:
         """Failed frames (all, or those at `relpaths`) back to pending; returns how many."""
@@ -494,3 +582,23 @@ def cannot_write(path: Path, exc: Exception) -> LedgerError:
 
 def _to_json(header: dict[str, Any] | None) -> str | None:
     return None if header is None else json.dumps(header, allow_nan=True)
+
+
+LOW_SPACE = 100_000_000  # bytes free on the ledger's file system below which we warn
+
+
+def low_space(path: Path) -> str | None:
+    """A warning when the ledger's file system is nearly full, else None."""
+    folder = path.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= LOW_SPACE:
+        return None
+    return (
+        f"the ledger's file system ({folder}) has {free / 1e6:.0f} MB free, less than"
+        f" {LOW_SPACE / 1e6:.0f} MB: when it is full no frame can be recorded (they wait)"
+    )

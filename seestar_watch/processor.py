@@ -21,7 +21,7 @@ from seestar_watch.archive import (
     remove_leftovers,
 )
 from seestar_watch.config import Config
-from seestar_watch.ledger import Frame, Ledger
+from seestar_watch.ledger import Frame, Ledger, LedgerError
 from seestar_watch.log import get_logger
 from seestar_watch.pipeline import (
     RunResult,
@@ -69,6 +69,8 @@ class FrameProcessor:
         is unavailable, so the frame is pending again and nothing was held against it)."""
         try:
             return self._process(frame)
+        except LedgerError:
+            raise  # the ledger could not be written and the daemon is stopping: not a bug
         except Exception as exc:  # a bug: keep the frame (failed, retryable) and keep going
             log.exception("worker.crashed", frame=frame.version.name)
             self.ledger.finish(frame.id, "failed", reason=f"internal error: {exc!r}")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from seestar_watch.config import Config
-from seestar_watch.ledger import STATES, Ledger
+from seestar_watch.ledger import STATES, Ledger, low_space
 from seestar_watch.sources import open_source
 
 
@@ -30,7 +30,10 @@ def status_report(config: Config, limit: int) -> dict[str, Any]:
         }
         for row in rows
     ]
-    return {"counts": counts, "frames": frames, "ledger": str(path)}
+    report = {"counts": counts, "frames": frames, "ledger": str(path)}
+    if warning := low_space(path):
+        report["warning"] = warning
+    return report
 
 
 def _iso(timestamp: float) -> str:
@@ -42,6 +45,8 @@ def status_table(report: dict[str, Any]) -> str:
 
     counts = report["counts"]
     lines = ["  ".join(f"{state} {counts[state]}" for state in STATES), ""]
+    if "warning" in report:
+        lines[1:1] = [f"warning: {report['warning']}"]
     if not any(counts.values()):
         lines.append(f"no frames recorded yet (ledger: {report['ledger']})")
     for frame in report["frames"]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from seestar_watch import intake
 from seestar_watch.config import Config
 from seestar_watch.fitsheader import HeaderRead
-from seestar_watch.ledger import Ledger
+from seestar_watch.ledger import Ledger, LedgerError
 from seestar_watch.log import get_logger
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
@@ -140,7 +140,11 @@ class Watch:
             )
 
     def _settled(self, entry: Entry, header: HeaderRead) -> None:
-        if intake.record(self.ledger, self.source, entry, header) == "pending":
+        try:
+            recorded = intake.record(self.ledger, self.source, entry, header)
+        except LedgerError:
+            return  # stopping while the ledger cannot be written: the next start lists it again
+        if recorded == "pending":
             self.on_pending()
 
     def baseline_or_continue(self) -> None:

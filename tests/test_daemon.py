@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -711,3 +712,89 @@ def test_a_copy_cut_off_by_a_power_cut_leaves_no_temporary_behind(
     assert "archive.leftovers_removed" in result.stderr
     assert (scope.archive / "M 42_sub" / "a.fit").read_bytes() == path.read_bytes()
     assert list((scope.archive / "M 42_sub").iterdir()) == [scope.archive / "M 42_sub" / "a.fit"]
+
+
+def test_another_process_holding_the_ledger_lock_delays_but_never_fails_a_frame(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:1")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    wait_for(scope.runs, timeout=15)
+    blocker = sqlite3.connect(scope.ledger, timeout=1, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # a user's sqlite3 shell, a backup tool...
+    try:
+        # the command exits 0 meanwhile; recording it waits out the 10 s busy timeout
+        unwritable = daemon.wait_for_event("ledger.unwritable", timeout=30)[0]
+        assert "locked" in unwritable["reason"]
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    daemon.wait_for_event("ledger.writable_again", timeout=15)
+    wait_for(lambda: json.loads(scope.cli("status", "--json").stdout)["counts"]["done"] == 1)
+    assert daemon.stop() == 0
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["failed"] == 0 and len(scope.runs()) == 1
+    assert "Traceback" not in daemon.text()
+
+
+def test_a_full_disk_under_the_ledger_keeps_frames_waiting_and_loses_none(
+    scope: Scope, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the ledger needs root")
+    state = tmp_path / "small-state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        scope.update(state={"path": str(state / "ledger.sqlite3")})
+        daemon = start(scope, daemons)
+        filler = state / "filler"
+        with filler.open("wb") as out, contextlib.suppress(OSError):  # full, to the last byte
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        frame(scope, "a.fit")
+        unwritable = daemon.wait_for_event("ledger.unwritable", timeout=20)[0]
+        assert "full" in unwritable["reason"]
+        assert scope.runs() == []
+        filler.unlink()  # space again
+        daemon.wait_for_event("pipeline.finished", timeout=30)
+        assert daemon.stop() == 0
+        assert len(scope.runs()) == 1
+        assert "Traceback" not in daemon.text()
+        status = json.loads(scope.cli("status", "--json").stdout)
+        assert status["counts"]["done"] == 1
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_a_nearly_full_ledger_disk_is_said_by_check_config_status_and_run(
+    scope: Scope, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the ledger needs root")
+    state = tmp_path / "small-state"
+    state.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(state)], check=False
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        scope.update(state={"path": str(state / "ledger.sqlite3"), "process_existing": True})
+        check = scope.cli("check-config")
+        assert check.returncode == 0 and "warning: the ledger's file system" in check.stdout
+        once = scope.cli("run", "--once")
+        assert once.returncode == 0 and "ledger.low_space" in once.stderr
+        status = scope.cli("status")
+        assert "warning: the ledger's file system" in status.stdout
+        assert (
+            "MB free, less than 100 MB"
+            in json.loads(scope.cli("status", "--json").stdout)["warning"]
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
