@@ -9,6 +9,7 @@ reporting `share.lost` and `share.restored` whatever a listing does. A step that
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from seestar_watch.log import get_logger
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.sources import Entry, Source, Version
+from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 
 log = get_logger("seestar_watch.watch")
 
@@ -28,6 +30,7 @@ log = get_logger("seestar_watch.watch")
 # telescope's clock may be a little off ours: this much earlier still counts as "after".
 CLOCK_TOLERANCE = 60.0
 UNWATCH_TIMEOUT = 5.0  # seconds a watch may take to stop before it is abandoned
+LIST_TIMEOUT = 120.0  # seconds a listing of the whole tree may take (a hung mount: forever)
 
 
 class Watch:
@@ -60,6 +63,8 @@ class Watch:
         self._baseline_taken = False
         self._checked_subfolders = False
         self._known: set[Version] = set()  # versions the ledger knew at the last rescan
+        self._lister = SingleFlight("seestar-watch-list")
+        self._lister_stale = False
 
     def run(self, stopping: threading.Event) -> None:
         """Baseline once, keep the watch in step with the share, rescan; never on the share
@@ -78,6 +83,7 @@ class Watch:
                 next_rescan = None
                 continue
             came_up, self.share_came_up = self.share_came_up, False
+            self._lister_stale = self._lister_stale or came_up
             if not self._take_baseline() or not self._start_watching():
                 next_rescan = time.monotonic() + retry  # tried again soon
                 continue
@@ -86,6 +92,18 @@ class Watch:
                 self._catch_up()
                 next_rescan = time.monotonic() + interval if interval else None
         self.stop_watching()
+
+    def _listing(self) -> list[Entry]:
+        """The source's listing, on a helper thread and bounded: a listing stuck on a hung
+        mount must not hold this thread when the share comes back. Raises OSError. Once the
+        share came back, a stuck listing is left behind (one thread per real outage) and
+        the next one starts afresh."""
+        if self._lister_stale:
+            self._lister, self._lister_stale = SingleFlight("seestar-watch-list"), False
+        try:
+            return self._lister.call(lambda: list(self.source.list_frames()), LIST_TIMEOUT)
+        except ProbeTimeout:
+            raise OSError(errno.ETIMEDOUT, f"no listing within {LIST_TIMEOUT:g} s") from None
 
     def _take_baseline(self) -> bool:
         if self._baseline_taken:
@@ -162,7 +180,7 @@ class Watch:
             self.ledger.mark_started()
             log.info("ledger.first_start", existing="processed")
             return
-        entries = list(self.source.list_frames())
+        entries = self._listing()
         before = self._baseline_cutoff_ns()
         skipped = [e.version for e in entries if before is None or e.mtime_ns < before]
         count = self.ledger.record_baseline(skipped)
@@ -209,7 +227,7 @@ class Watch:
         started, seen, new, folders = time.monotonic(), 0, 0, set()
         known: set[Version] = set()
         try:
-            for entry in self.source.list_frames():
+            for entry in self._listing():
                 seen += 1
                 folders.add(entry.relpath.rpartition("/")[0])
                 version = entry.version

@@ -171,3 +171,36 @@ def test_a_watch_that_will_not_stop_is_abandoned_and_a_fresh_one_started(
         stuck.set()
         monkeypatch.setattr(LocalSource, "unwatch", real_unwatch)
         stop(daemon, thread)
+
+
+def test_a_listing_stuck_on_the_old_mount_does_not_hold_the_share_that_came_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    # a hung FUSE mount, lazily unmounted and mounted afresh: the old listing never returns
+    from seestar_watch import share, watch
+    from seestar_watch.sources.local import LocalSource
+
+    monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
+    monkeypatch.setattr(watch, "LIST_TIMEOUT", 0.5)
+    release = threading.Event()
+    real_list = LocalSource.list_frames
+    calls = []
+
+    def first_listing_hangs(self: LocalSource) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first rescan after the baseline: the mount hangs
+            release.wait(30)
+        return real_list(self)
+
+    monkeypatch.setattr(LocalSource, "list_frames", first_listing_hangs)
+    daemon, thread = in_process_daemon(tmp_path, rescan_interval=0.2)
+    try:
+        wait_for(lambda: events_named(logs, "scan.failed"), timeout=10)
+        (tmp_path / "share").rename(tmp_path / "gone")
+        wait_for(lambda: events_named(logs, "share.lost"), timeout=10)
+        (tmp_path / "gone").rename(tmp_path / "share")
+        wait_for(lambda: events_named(logs, "share.restored"), timeout=10)
+        wait_for(lambda: events_named(logs, "scan.finished"), timeout=10)  # a fresh listing
+    finally:
+        release.set()
+        stop(daemon, thread)
