@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from seestar_watch import intake
+from seestar_watch import children, intake
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
@@ -76,6 +76,8 @@ class Daemon:
             if warning := low_space(ledger.path):
                 log.warning("ledger.low_space", warning=warning)
             ledger.keep_trying(self.lifecycle.stopping)
+            children.become_subreaper()  # what a command leaves behind is ours to stop
+            children.stop_orphans(ledger)
             recovered = ledger.recover_running()
             if recovered:
                 log.warning(

@@ -29,7 +29,7 @@ from seestar_watch.errors import UserError
 from seestar_watch.log import get_logger
 from seestar_watch.sources import Version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WRITE_RETRY = 2.0  # seconds between two tries of a ledger write that failed
 T = TypeVar("T")
 log = get_logger("seestar_watch.ledger")
@@ -53,6 +53,8 @@ CREATE TABLE frames (
     updated_at REAL NOT NULL,
     started_at REAL,
     duration REAL,
+    pid INTEGER,                        -- the running command's process group
+    pid_started REAL,                   -- and its start time (pids are reused)
     UNIQUE (relpath, size, mtime_ns)
 );
 CREATE INDEX frames_by_state ON frames (state, id);
@@ -197,6 +199,11 @@ class Ledger:
                 for statement in _SCHEMA.split(";"):  # executescript() would COMMIT early
                     if statement.strip():
                         db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:  # 2: the running command's process group, to stop it after a kill
+            with self._transaction():
+                db.execute("ALTER TABLE frames ADD COLUMN pid INTEGER")
+                db.execute("ALTER TABLE frames ADD COLUMN pid_started REAL")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         problem = db.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
@@ -385,12 +392,26 @@ class Ledger:
 
     # -- the queue -----------------------------------------------------------
 
+    def set_pid(self, frame_id: int, pid: int, started: float | None) -> None:
+        """The command running this frame: its process group and start time."""
+        self._update(frame_id, pid=pid, pid_started=started)
+
+    def orphans(self) -> list[tuple[str, int, float]]:
+        """(frame, pid, start time) of the commands a killed daemon left running."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT relpath, pid, pid_started FROM frames WHERE state = 'running'"
+                " AND pid IS NOT NULL AND pid_started IS NOT NULL"
+            ).fetchall()
+        return [(os.fsdecode(bytes(r[0])), int(r[1]), float(r[2])) for r in rows]
+
     def recover_running(self) -> int:
         """Rows a killed daemon left `running` go back to `pending` (at least once)."""
 
         def work(db: sqlite3.Connection) -> int:
             return db.execute(
-                "UPDATE frames SET state = 'pending', updated_at = ? WHERE state = 'running'",
+                "UPDATE frames SET state = 'pending', pid = NULL, pid_started = NULL,"
+                " updated_at = ? WHERE state = 'running'",
                 (time.time(),),
             ).rowcount
 

@@ -54,12 +54,28 @@ def _drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+# attributes every logging.LogRecord has: a context key of one of these names would make
+# logging raise (KeyError: "Attempt to overwrite ... in LogRecord")
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def _clear_of_record_attributes(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in [key for key in event if key in _RECORD_ATTRIBUTES]:
+        event[f"{key}_"] = event.pop(key)
+    return event
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger (log.info("frame.settled", path=...)) that hands each call to the
     standard `logging` logger `name` as one record; no global structlog configuration."""
     return structlog.wrap_logger(
         logging.getLogger(name),
-        processors=[_drop_none, structlog.stdlib.render_to_log_kwargs],
+        processors=[_drop_none, _clear_of_record_attributes, structlog.stdlib.render_to_log_kwargs],
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )

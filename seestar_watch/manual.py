@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from seestar_watch import intake
+from seestar_watch import children, intake
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import Status
@@ -56,6 +56,7 @@ def process_paths(
     outcomes: dict[str, Outcome] = {}
     with lifecycle.handling_signals(), Ledger.exclusive(config.state.ledger) as ledger:
         # the ledger is ours alone: a row still `running` was left by a daemon that was killed
+        children.stop_orphans(ledger)
         if recovered := ledger.recover_running():
             log.warning(
                 "ledger.recovered", frames=recovered, note="left running by a killed daemon"

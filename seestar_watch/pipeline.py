@@ -45,6 +45,7 @@ class RunResult:
     duration: float
     error: str = ""
     dropped_bytes: int = 0
+    pid: int | None = None  # the command's process (and process group), once started
 
     @property
     def succeeded(self) -> bool:
@@ -144,8 +145,13 @@ def run_command(
     should_abort: Callable[[], bool],
     on_line: OnLine,
     output_limit: int = OUTPUT_LIMIT,
+    before_exec: Callable[[], None] | None = None,
+    on_started: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Run argv to completion, timeout or abort; never raises for anything the command does."""
+    """Run argv to completion, timeout or abort; never raises for anything the command does.
+
+    `before_exec` runs in the child before exec (e.g. to die with the daemon);
+    `on_started` gets the command's pid, which is also its process group's id."""
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -157,16 +163,27 @@ def run_command(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            # before_exec only makes one system call (prctl), taking no lock that another
+            # thread could hold across the fork
+            preexec_fn=before_exec,  # noqa: PLW1509
         )
     except OSError as exc:
         return RunResult("not_started", None, 0.0, _start_error(argv[0], exc))
+    if on_started is not None:
+        on_started(process.pid)
     output = _Output(on_line, output_limit)
     outcome = _pump(process, stdin_data, output, started + timeout, should_abort)
     if outcome != "exited":
         _signal_group(process.pid, signal.SIGKILL)  # whatever of the group is left
     exit_code = process.wait()
     output.flush()
-    return RunResult(outcome, exit_code, time.monotonic() - started, dropped_bytes=output.dropped)
+    return RunResult(
+        outcome,
+        exit_code,
+        time.monotonic() - started,
+        dropped_bytes=output.dropped,
+        pid=process.pid,
+    )
 
 
 def _start_error(command: str, exc: OSError) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seestar_watch import children
 from seestar_watch.archive import (
     ArchiveError,
     ShareUnavailable,
@@ -129,6 +130,8 @@ class FrameProcessor:
         bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
         result = run_command(
             argv,
+            before_exec=children.die_with_parent,
+            on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
             stdin_data=event_json(event).encode(),
             env=child_environment(pipeline.env, event),
             timeout=pipeline.timeout,
@@ -136,6 +139,8 @@ class FrameProcessor:
             should_abort=self.should_abort,
             on_line=lambda stream, line: bound.info("pipeline.output", stream=stream, line=line),
         )
+        if result.pid is not None:
+            children.finished(result.pid)  # and what it left behind outside its group
         if result.dropped_bytes:
             bound.warning("pipeline.output_truncated", dropped_bytes=result.dropped_bytes)
         bound.info(

@@ -3,7 +3,9 @@
 It appends one JSON line per run to $RECORD_DIR/runs.jsonl (argv, stdin, the SEESTAR_WATCH_*
 variables and whether NOTIFY_SOCKET/WATCHDOG_* leaked through). $BEHAVIOUR chooses what it
 does next: ok, fail, fail-then-ok (fails while $RECORD_DIR/fail-count < 2), hang, slow:<s>,
-grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout).
+grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout),
+group:<s> (a helper in its process group, then slow), escape (a double-forked, setsid
+process left behind).
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ if behaviour == "hang":
 if behaviour.startswith("slow:"):
     time.sleep(float(behaviour.split(":")[1]))
     open(os.path.join(record_dir, "slow-finished"), "a").write("x\n")
+if behaviour.startswith("group:"):  # a helper in its process group, then slow
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    open(os.path.join(record_dir, "group-helper.pid"), "w").write(str(helper.pid))
+    time.sleep(float(behaviour.split(":")[1]))
+if behaviour == "escape":  # double fork + setsid: a background solver left behind
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            open(os.path.join(record_dir, "escaped.pid"), "w").write(str(os.getpid()))
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)"])
+        os._exit(0)
+    os.wait()
 if behaviour == "grandchild":
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=sys.stdout)
 if behaviour == "flood":

@@ -798,3 +798,60 @@ def test_a_nearly_full_ledger_disk_is_said_by_check_config_status_and_run(
         )
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def pid_in(scope: Scope, name: str) -> int:
+    path = scope.records / name
+    wait_for(lambda: path.exists() and path.read_text().strip(), timeout=15)
+    return int(path.read_text())
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_command_dies_with_a_daemon_killed_by_sigkill(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:60")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    command = wait_for(scope.runs, timeout=15)[0]["pid"]
+    daemon.kill()
+    wait_for(lambda: gone(command), timeout=10)  # its parent-death signal
+
+
+def test_a_killed_daemons_command_group_is_stopped_before_the_frame_runs_again(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("group:60")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    helper = pid_in(scope, "group-helper.pid")  # in the command's group, not its child
+    daemon.kill()
+    assert not gone(helper)  # the command died with the daemon; its helper did not
+    scope.behave("ok")
+    daemon = start(scope, daemons)
+    stopped = daemon.wait_for_event("pipeline.orphan_stopped", timeout=15)[0]
+    assert stopped["frame"] == "M 42_sub/a.fit"
+    wait_for(lambda: gone(helper), timeout=10)
+    wait_for(lambda: len(scope.runs()) == 2, timeout=15)  # then the frame runs again
+    daemon.stop()
+
+
+def test_a_process_that_escapes_its_group_is_stopped_when_the_run_is_over(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("escape")
+    daemon = start(scope, daemons)
+    frame(scope, "a.fit")
+    escaped = pid_in(scope, "escaped.pid")
+    daemon.wait_for_event("pipeline.finished", timeout=15)
+    stopped = daemon.wait_for_event("pipeline.escaped_stopped", timeout=15)[0]
+    assert stopped["pid"] == escaped
+    wait_for(lambda: gone(escaped), timeout=10)
+    daemon.stop()

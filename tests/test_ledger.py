@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seestar_watch.ledger import InstanceLock, Ledger, LedgerError
+from seestar_watch.ledger import SCHEMA_VERSION, InstanceLock, Ledger, LedgerError
 from seestar_watch.sources import Version
 
 
@@ -25,7 +25,7 @@ def v(name: bytes, size: int = 100, mtime: int = 1) -> Version:
 def test_created_with_wal_full_sync_and_a_schema_version(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
@@ -158,3 +158,36 @@ def test_a_retry_due_within_the_longest_delay_still_waits(ledger: Ledger) -> Non
     assert ledger.claim_next(60.0) is None
     due = ledger.seconds_until_due(longest_wait=60.0)
     assert due is not None and 45 < due <= 50
+
+
+V1_FRAMES = """CREATE TABLE frames (
+    id INTEGER PRIMARY KEY, relpath BLOB NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT, header TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, exit_code INTEGER, archived BLOB, not_before REAL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, duration REAL,
+    UNIQUE (relpath, size, mtime_ns))"""
+
+
+def test_a_ledger_of_schema_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(V1_FRAMES)
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.execute(
+        "INSERT INTO frames (relpath, size, mtime_ns, state, created_at, updated_at)"
+        " VALUES (x'612e666974', 1, 2, 'done', 0, 0)"
+    )
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    ledger = Ledger.open(path)
+    try:
+        assert ledger.counts()["done"] == 1
+        assert ledger.knows(v(b"a.fit", 1, 2))
+        ledger.add_pending(v(b"b.fit"), {})
+        frame = ledger.claim_next()
+        assert frame is not None
+        ledger.set_pid(frame.id, 12345, 1.5)
+        assert ledger.orphans() == [("b.fit", 12345, 1.5)]
+    finally:
+        ledger.close()

@@ -54,3 +54,15 @@ def test_levels_filter() -> None:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
     assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["loud"]
+
+
+def test_a_context_key_named_like_a_log_record_attribute_is_kept_not_a_crash() -> None:
+    stream = io.StringIO()
+    log.configure("json", "info", stream)
+    try:
+        log.get_logger("seestar_watch.test").warning("x.happened", process="solver", name="n")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    entry = json.loads(stream.getvalue())
+    assert entry["process_"] == "solver" and entry["name_"] == "n"
