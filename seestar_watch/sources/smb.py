@@ -25,13 +25,11 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import smbclient
 from smbclient._io import SMBDirectoryIO
 from smbprotocol.change_notify import (
-    CompletionFilter,
-    FileAction,
     FileSystemWatcher,
 )
 from smbprotocol.exceptions import (
@@ -46,27 +44,15 @@ from smbprotocol.structure import DateTimeField
 from seestar_watch.config import SmbUrl
 from seestar_watch.log import get_logger
 from seestar_watch.sources import Availability, Entry, OnChange, ShareState, frame_filter
-from seestar_watch.sources.smbconnection import SmbClient
-
-if TYPE_CHECKING:
-    from seestar_watch.sources.smbnotify import Notifications
+from seestar_watch.sources.smbconnection import SmbClient, first_line
+from seestar_watch.sources.smbnotify import NOTIFY_FILTER, Notifications
+from seestar_watch.sources.smbshares import list_shares
 
 log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")
 
 READ_CHUNK = 1 << 20  # bytes asked for in one SMB read
-LOOK_AGAIN_AFTER = 1.0  # seconds after a new folder is watched, it is listed once more
 FULL_CHECK_EVERY = 60.0  # seconds between two checks that list the folder (ECHO between)
-# what is reported: names (new frames, new target folders, renames), sizes and times;
-# Samba reports a file growing on its own disk only with ATTRIBUTES in the filter
-NOTIFY_FILTER = (
-    CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
-    | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
-    | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES
-    | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE
-    | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
-)
-GONE_ACTIONS = (FileAction.FILE_ACTION_REMOVED, FileAction.FILE_ACTION_RENAMED_OLD_NAME)
 REPARSE = FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT
 DIRECTORY = FileAttributes.FILE_ATTRIBUTE_DIRECTORY
 
@@ -194,7 +180,7 @@ class SmbSource:
         self.observer_used: str | None = None
         self._watcher: Notifications | None = None
         self._notify_silent = False
-        self._last_listing: dict[str, tuple[int, int]] | None = None
+        self.last_listing: dict[str, tuple[int, int]] | None = None
         self._announced: set[str] = set()  # relpaths notifications named since the last listing
         self._suspects: set[str] = set()  # changed at the last listing, not announced yet
         self._announced_lock = threading.Lock()
@@ -227,7 +213,7 @@ class SmbSource:
         folders = [""]
         while folders:
             folder = folders.pop()
-            for name, is_folder, size, mtime_ns in self._query(folder):
+            for name, is_folder, size, mtime_ns in self.query(folder):
                 relpath = f"{folder}/{name}" if folder else name
                 if is_folder:
                     if self.recursive:
@@ -237,7 +223,7 @@ class SmbSource:
                     yield Entry(relpath, size, mtime_ns)
         self._compare_with_notifications(listing)
 
-    def _query(self, folder: str) -> list[tuple[str, bool, int, int]]:
+    def query(self, folder: str) -> list[tuple[str, bool, int, int]]:
         """(name, is a folder, size, mtime_ns) of each entry; links and other reparse points
         are left out, as a local listing never follows a symlink."""
 
@@ -268,7 +254,7 @@ class SmbSource:
         found, waiting = [], [""]
         while waiting:
             folder = waiting.pop()
-            for name, is_folder, _, _ in self._query(folder):
+            for name, is_folder, _, _ in self.query(folder):
                 if is_folder:
                     relpath = f"{folder}/{name}" if folder else name
                     found.append(relpath)
@@ -287,10 +273,10 @@ class SmbSource:
 
     def folders_with_frames(self) -> list[str]:
         found = []
-        for name, is_folder, _, _ in self._query(""):
+        for name, is_folder, _, _ in self.query(""):
             if is_folder and any(
                 not sub_is_folder and self.wanted(sub)
-                for sub, sub_is_folder, _, _ in self._query(name)
+                for sub, sub_is_folder, _, _ in self.query(name)
             ):
                 found.append(self.path_of(name))
         return found
@@ -309,7 +295,7 @@ class SmbSource:
                 return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
         self._full_check_due = started + FULL_CHECK_EVERY
         try:
-            self._query("")
+            self.query("")
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return ShareState(Availability.MISSING, self._missing())
@@ -324,7 +310,12 @@ class SmbSource:
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 return f"{self.location}: {exc.strerror}"
-            offered = self.client.call(self.client.shares)
+            session = self.client.session()
+            offered = (
+                []
+                if session is None
+                else self.client.call(lambda: list_shares(session, self.url.host))
+            )
             names = ", ".join(repr(name) for name in offered) or "none it would list"
             return f"{self.url.host} has no share named {self.url.share!r} (it offers: {names})"
         return f"{self.location} does not exist (the share {self.url.share!r} does)"
@@ -334,8 +325,6 @@ class SmbSource:
     def watch(self, on_change: OnChange) -> bool:
         if self._watcher is not None:
             return True
-        from seestar_watch.sources.smbnotify import Notifications
-
         notify = self.observer_kind == "auto" and not self._notify_silent
         watcher = Notifications(self, on_change, notify=notify)
         if notify:
@@ -399,7 +388,7 @@ class SmbSource:
         except OSError as exc:
             return False, str(exc.strerror)
 
-    def _announce(self, relpath: str) -> None:
+    def announce(self, relpath: str) -> None:
         with self._announced_lock:
             self._announced.add(relpath)
 
@@ -411,7 +400,7 @@ class SmbSource:
         Judged one listing late, because a listing can see a frame a few milliseconds
         before its notification is handled; judged only between listings made while the
         notifications were armed."""
-        previous, self._last_listing = self._last_listing, listing
+        previous, self.last_listing = self.last_listing, listing
         with self._announced_lock:
             announced, self._announced = self._announced, set()
         watcher = self._watcher
@@ -432,12 +421,7 @@ class SmbSource:
             watcher.fall_back_to_listings()
             self.observer_used = "polling"
 
-    def _notifications_armed(self) -> None:
+    def notifications_armed(self) -> None:
         """Notifications are pending from now on: the next listing is the reference."""
-        self._last_listing = None
+        self.last_listing = None
         self._suspects = set()
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -98,14 +98,12 @@ class SmbClient:
 
         self.call(echo)
 
-    def shares(self) -> list[str]:
-        """The disk shares the server lists, through this client's session."""
-        from seestar_watch.sources.smbcheck import list_shares
-
+    def session(self) -> Any:
+        """The logged-in session of this connection, or None before the first call."""
         for connection in list(self._cache.values()):
             for session in list(connection.session_table.values()):
-                return list_shares(session, self.url.host)
-        return []
+                return session
+        return None
 
     def reset(self) -> None:
         """Close the connection: every call waiting on it fails at once; the next reconnects."""
@@ -204,3 +202,8 @@ def _root_cause(exc: BaseException) -> BaseException:
         if isinstance(seen, OSError):
             return seen
     return exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,23 +14,57 @@ import contextlib
 import errno
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import smbclient
-from smbprotocol.change_notify import FileSystemWatcher
+from smbprotocol.change_notify import (
+    CompletionFilter,
+    FileAction,
+    FileSystemWatcher,
+)
 from smbprotocol.exceptions import SMBException
 
 from seestar_watch.log import get_logger
-from seestar_watch.sources import OnChange
-from seestar_watch.sources.smb import (
-    GONE_ACTIONS,
-    LOOK_AGAIN_AFTER,
-    NOTIFY_FILTER,
-    SmbSource,
-    first_line,
-)
-from seestar_watch.sources.smbconnection import SmbClient
+from seestar_watch.sources import Entry, OnChange
+from seestar_watch.sources.smbconnection import SmbClient, first_line
 
 log = get_logger("seestar_watch.sources.smb")
+
+# what is reported: names (new frames, new target folders, renames), sizes and times;
+# Samba reports a file growing on its own disk only with ATTRIBUTES in the filter
+NOTIFY_FILTER = (
+    CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
+    | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
+    | CompletionFilter.FILE_NOTIFY_CHANGE_ATTRIBUTES
+    | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE
+    | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
+)
+
+LOOK_AGAIN_AFTER = 1.0  # seconds after a new folder is watched, it is listed once more
+GONE_ACTIONS = (FileAction.FILE_ACTION_REMOVED, FileAction.FILE_ACTION_RENAMED_OLD_NAME)
+
+
+class Folders(Protocol):
+    """What the notifications need of the source: its connection, names and listings."""
+
+    client: SmbClient
+    recursive: bool
+    poll_interval: float
+    wanted: Callable[[str], bool]
+    last_listing: dict[str, tuple[int, int]] | None
+
+    def list_frames(self) -> Iterator[Entry]: ...
+
+    def folders(self) -> list[str]: ...
+
+    def is_folder(self, relpath: str) -> bool: ...
+
+    def query(self, folder: str) -> list[tuple[str, bool, int, int]]: ...
+
+    def announce(self, relpath: str) -> None: ...
+
+    def notifications_armed(self) -> None: ...
 
 
 class _Relay(threading.Event):
@@ -89,7 +123,7 @@ class Notifications:
     (Samba reports what is written on its own disk only for the folder a request is on,
     not below it), or listings every poll_interval compared with the one before."""
 
-    def __init__(self, source: SmbSource, on_change: OnChange, *, notify: bool) -> None:
+    def __init__(self, source: Folders, on_change: OnChange, *, notify: bool) -> None:
         self.source = source
         self.on_change = on_change
         self.notify = notify
@@ -134,7 +168,7 @@ class Notifications:
                 watch.close()
             raise
         self._armed = watches
-        self.source._notifications_armed()
+        self.source.notifications_armed()
 
     def _hear_notifications(self) -> None:
         watches, self._armed = self._armed, {}
@@ -185,7 +219,7 @@ class Notifications:
             name = action["file_name"].get_value().replace("\\", "/")
             relpath = f"{watch.relpath}/{name}" if watch.relpath else name
             if self.source.wanted(name.rpartition("/")[2]):
-                self.source._announce(relpath)
+                self.source.announce(relpath)
                 self.on_change(relpath)
             elif relpath not in watches and self.source.recursive:
                 self._watch_if_folder(relpath, watches)
@@ -208,16 +242,16 @@ class Notifications:
                 self._report_folder(relpath, None)
 
     def _report_folder(self, relpath: str, watches: dict[str, _FolderWatch] | None) -> None:
-        for name, is_folder, _, _ in self.source._query(relpath):
+        for name, is_folder, _, _ in self.source.query(relpath):
             inner = f"{relpath}/{name}"
             if is_folder and watches is not None and inner not in watches:
                 self._watch_if_folder(inner, watches)
             elif self.source.wanted(name):
-                self.source._announce(inner)
+                self.source.announce(inner)
                 self.on_change(inner)
 
     def _report_listing_changes(self) -> None:
-        before = dict(self.source._last_listing or {})
+        before = dict(self.source.last_listing or {})
         for entry in self.source.list_frames():
             if before.get(entry.relpath) != (entry.size, entry.mtime_ns):
                 self.on_change(entry.relpath)
@@ -225,7 +259,7 @@ class Notifications:
     def _poll_listings(self) -> None:
         """List every poll_interval; what is new or changed since the last listing is
         reported (the first listing only sets the reference: rescans catch up)."""
-        known = dict(self.source._last_listing or {})
+        known = dict(self.source.last_listing or {})
         while not self._stop.wait(self.source.poll_interval):
             current = {e.relpath: (e.size, e.mtime_ns) for e in self.source.list_frames()}
             for relpath, version in current.items():
