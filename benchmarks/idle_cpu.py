@@ -1,9 +1,10 @@
 """Idle cost: CPU seconds per minute of a daemon with nothing to do.
 
 native: a local folder watched with inotify. polling: the SMB test bed (Samba + smbnetfs,
-root only) holding 2,000 frames and their jpg twins in 20 target folders, polled every 2 s.
+root only) holding 2,000 frames and their jpg twins in 20 target folders, polled every 2 s;
+large: the same with 20,000 frames (1,000 per folder).
 Each is measured over MINUTES minutes after start-up has settled (rescans included).
-Usage: python3 benchmarks/idle_cpu.py [native|polling|both] [MINUTES]
+Usage: python3 benchmarks/idle_cpu.py [native|polling|large|both] [MINUTES]
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def native(minutes: float) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def polling(minutes: float) -> None:
+def polling(minutes: float, per_folder: int = 100) -> None:
     from tests.smbshare import SambaShare, why_unavailable
 
     reason = why_unavailable()
@@ -63,9 +64,9 @@ def polling(minutes: float) -> None:
         for target in range(20):
             folder = share.server / "MyWorks" / f"Target {target:02d}_sub"
             folder.mkdir(parents=True)
-            for i in range(100):
-                (folder / f"Light_{i:03d}.fit").write_bytes(data)
-                (folder / f"Light_{i:03d}.jpg").write_bytes(b"jpg")
+            for i in range(per_folder):
+                (folder / f"Light_{i:04d}.fit").write_bytes(data)
+                (folder / f"Light_{i:04d}.jpg").write_bytes(b"jpg")
         daemon = Daemon(
             root / "daemon",
             {
@@ -83,8 +84,8 @@ def polling(minutes: float) -> None:
         observer = daemon.events("watcher.started")[0]["observer"]
         daemon.stop()
         print(
-            f"| idle, {observer} every 2 s, SMB share with 2,000 frames + 2,000 jpg in 20"
-            f" folders | {cost:.3f} CPU s/min |"
+            f"| idle, {observer} every 2 s, SMB share with {20 * per_folder:,} frames +"
+            f" {20 * per_folder:,} jpg in 20 folders | {cost:.3f} CPU s/min |"
         )
     finally:
         share.down()
@@ -98,3 +99,5 @@ if __name__ == "__main__":
         native(minutes)
     if which in ("polling", "both"):
         polling(minutes)
+    if which in ("large", "both"):
+        polling(minutes, per_folder=1000)

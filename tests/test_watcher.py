@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from seestar_watch import ImageWatcher
-from seestar_watch.sources.events import fits_and_folders
 from tests.conftest import (
     Recorder,
     events_named,
@@ -363,15 +362,24 @@ def test_a_burst_of_1000_files_gives_1000_callbacks_with_few_threads(
     assert max(peak) <= baseline + 5
 
 
-def test_polling_lists_only_folders_and_fits_names(tmp_path: Path) -> None:
+def test_polling_looks_only_at_folders_and_fits_names_and_follows_no_link(
+    tmp_path: Path,
+) -> None:
+    from seestar_watch.sources import frame_filter
+    from seestar_watch.sources.poller import FolderPoller
+
     for name in ["a.fit", "b.FITS", "a.jpg", "a_thn.jpg", "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "M 42_sub").mkdir()
     (tmp_path / "loop").symlink_to(tmp_path)
 
-    names = sorted(entry.name for entry in fits_and_folders(str(tmp_path)))
+    poller = FolderPoller(
+        str(tmp_path), recursive=True, wanted=frame_filter(()), interval=60, on_path=print
+    )
+    poller._list(poller.root, report=False)
 
-    assert names == ["M 42_sub", "a.fit", "b.FITS"]
+    assert sorted(os.path.basename(p) for p in poller._files) == ["a.fit", "b.FITS"]
+    assert sorted(poller._folders) == [str(tmp_path), str(tmp_path / "M 42_sub")]
 
 
 def test_auto_on_a_local_folder_uses_native_events_and_says_why(
@@ -402,32 +410,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_polling_spares_files_that_stopped_changing_but_sees_changes_later(
-    tmp_path: Path,
-) -> None:
-    from seestar_watch.sources.events import QuietFileStat
-
-    clock = FakeClock()
-    quiet = QuietFileStat(settled_after=30, refresh_every=60, clock=clock)
-    path = write_frame(tmp_path / "old.fit")
-    first = quiet(str(path))
-    clock.now += 31
-    assert quiet(str(path)) == first  # unchanged for 31 s: remembered from now on
-    path.write_bytes(frame_bytes(real_header()))  # changed, but settled: not looked at yet
-    clock.now += 10
-    assert quiet(str(path)).st_size == first.st_size  # served from memory
-    clock.now += 60
-    assert quiet(str(path)).st_size == path.stat().st_size  # the refresh sees the change
-    grow = write_frame(tmp_path / "growing.fit")
-    quiet(str(grow))
-    with grow.open("ab") as out:
-        out.write(b"x" * 2880)
-    clock.now += 1
-    assert quiet(str(grow)).st_size == grow.stat().st_size  # young files: always for real
-    (tmp_path / "folder").mkdir()
-    assert quiet(str(tmp_path / "folder")) is not None
 
 
 def test_as_a_library_it_logs_through_the_standard_logging_module(

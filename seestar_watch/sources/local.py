@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from seestar_watch.config import ObserverKind
@@ -39,6 +39,7 @@ from seestar_watch.sources.mounts import (
     mount_containing,
     read_mount_table,
 )
+from seestar_watch.sources.poller import FolderPoller
 
 log = get_logger("seestar_watch.sources.local")
 
@@ -160,19 +161,11 @@ class LocalSource:
             what = "does not exist" if not os.path.lexists(self.root) else "is not a folder"
             log.error("watcher.path_unusable", path=self.root, problem=what)
             return False
-        from seestar_watch.sources import events  # watchdog: only once something is watched
-
         kind, reason = choose_observer(
             self.observer_kind, os.path.realpath(self.root), read_mount_table()
         )
         try:
-            observer = events.start_observer(
-                self.root,
-                kind,
-                lambda path: self._changed(path, on_change),
-                recursive=self.recursive,
-                poll_interval=self.poll_interval,
-            )
+            observer = self._start(kind, lambda path: self._changed(path, on_change))
         except OSError as exc:  # e.g. inotify watch limit reached, folder vanished
             log.error("watcher.start_failed", path=self.root, error=str(exc))
             return False
@@ -186,9 +179,28 @@ class LocalSource:
         )
         return True
 
+    def _start(self, kind: str, on_path: Callable[[str], None]) -> Any:
+        """Native events through watchdog, or our own poller (its cost follows the folders
+        that change, not the frames kept). Raises OSError."""
+        if kind == "polling":
+            poller = FolderPoller(
+                self.root,
+                recursive=self.recursive,
+                wanted=self.wanted,
+                interval=self.poll_interval,
+                on_path=on_path,
+            )
+            poller.start()
+            return poller
+        from seestar_watch.sources import events  # watchdog: only once something is watched
+
+        return events.start_observer(self.root, on_path, recursive=self.recursive)
+
     def unwatch(self, timeout: float) -> None:
         observer, self._observer = self._observer, None
-        if observer is not None:
+        if isinstance(observer, FolderPoller):
+            observer.stop(timeout)
+        elif observer is not None:
             observer.stop()
             # join() has no timeout of its own worth trusting on a hung share
             observer.join(timeout)
