@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from seestar_watch import children, intake
+from seestar_watch import share as share_module
 from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
@@ -34,6 +35,9 @@ log = get_logger("seestar_watch.daemon")
 
 LEDGER_POLL = 2.0  # workers look at the ledger at least this often (`retry` from outside)
 STATUS_EVERY = 5.0  # seconds between two STATUS= lines to systemd
+# a worker or the share supervisor that has not turned for this long (plus mount_retry,
+# the supervisor's longest sleep) is stuck: the systemd watchdog is no longer fed
+STALL_LIMIT = 30.0
 
 
 class Daemon:
@@ -58,6 +62,8 @@ class Daemon:
         )
         self._work = threading.Condition()
         self._watch: Watch | None = None
+        self._said_stalled = False
+        self.share.on_turn = self.lifecycle.beat
         self.lifecycle.on_stop(self._wake_everyone)
         self.lifecycle.on_stop(self.share.poke)
 
@@ -75,7 +81,7 @@ class Daemon:
         ):
             if warning := low_space(ledger.path):
                 log.warning("ledger.low_space", warning=warning)
-            ledger.keep_trying(self.lifecycle.stopping)
+            ledger.keep_trying(self.lifecycle.stopping, self.lifecycle.beat)
             children.become_subreaper()  # what a command leaves behind is ours to stop
             children.stop_orphans(ledger)
             recovered = ledger.recover_running()
@@ -132,7 +138,7 @@ class Daemon:
         notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
         next_status = time.monotonic() + STATUS_EVERY
         while not self.lifecycle.wait(1.0):
-            if all(thread.is_alive() for thread in threads):  # a dead thread: systemd restarts us
+            if self.turning(threads):  # if not, systemd restarts us after WatchdogSec
                 notifier.watchdog()
             if time.monotonic() >= next_status:
                 notifier.status(self.status_line(ledger))
@@ -144,6 +150,26 @@ class Daemon:
                 f"stopped while the ledger {ledger.path} could not be written (see"
                 " ledger.unwritable); frames not recorded are run again at the next start"
             )
+
+    def turning(self, threads: list[threading.Thread]) -> bool:
+        """Every thread alive, and the workers and the share supervisor turning: a dead or
+        stuck thread stops the systemd watchdog, and systemd restarts the daemon."""
+        if not all(thread.is_alive() for thread in threads):
+            return False
+        watched = [
+            t.name
+            for t in threads
+            if t.name.startswith(("seestar-watch-worker", "seestar-watch-share"))
+        ]
+        # the supervisor sleeps up to mount_retry (CHECK_WHILE_UP while the share is up)
+        limit = STALL_LIMIT + max(
+            self.config.image_watcher.mount_retry, share_module.CHECK_WHILE_UP
+        )
+        stalled = self.lifecycle.stalled(watched, limit)
+        if stalled and not self._said_stalled:
+            log.error("daemon.stalled", threads=stalled, limit_s=limit)
+        self._said_stalled = bool(stalled)
+        return not stalled
 
     def _processor(self, ledger: Ledger) -> FrameProcessor:
         return FrameProcessor(
@@ -222,6 +248,7 @@ class Daemon:
 
     def _work_until_stopped(self, ledger: Ledger, processor: FrameProcessor) -> None:
         while not self.lifecycle.stopping.is_set():
+            self.lifecycle.beat()
             longest = self.config.pipeline.longest_retry_delay
             frame = ledger.claim_next(longest) if self.share.available else None
             if frame is None:

@@ -114,6 +114,7 @@ class Ledger:
         self._db = connection
         self._lock = threading.Lock()
         self._stopping: threading.Event | None = None  # set by keep_trying
+        self._on_retry: Callable[[], None] = lambda: None
         self._trouble_since: float | None = None  # when writes started to fail
 
     @classmethod
@@ -213,12 +214,15 @@ class Ledger:
         with self._lock:
             self._db.close()
 
-    def keep_trying(self, stopping: threading.Event) -> None:
+    def keep_trying(
+        self, stopping: threading.Event, on_retry: Callable[[], None] = lambda: None
+    ) -> None:
         """From now on a write that fails (disk full, I/O error, another process holding the
         write lock, a read-only remount) is tried again every WRITE_RETRY seconds until it
         succeeds, with one log line while it lasts, instead of failing a frame or killing a
         thread; once `stopping` is set, it raises LedgerError with the reason."""
         self._stopping = stopping
+        self._on_retry = on_retry  # a thread retrying a write is waiting, not stuck
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one write transaction, as keep_trying says when it fails."""
@@ -230,6 +234,7 @@ class Ledger:
                 if self._stopping is None:
                     raise
                 self._report_trouble(exc)
+                self._on_retry()
                 if self._stopping.wait(WRITE_RETRY):
                     raise LedgerError(
                         f"the ledger {self.path} could not be written: {exc}"

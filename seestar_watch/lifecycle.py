@@ -23,6 +23,7 @@ class Lifecycle:
         self._forced = threading.Event()
         self._stopping_since: float | None = None
         self._on_stop: list[Any] = []
+        self.beats: dict[str, float] = {}  # thread name -> when it last turned
 
     def request_stop(self, *, force: bool = False) -> None:
         if self._stopping_since is None:
@@ -41,8 +42,19 @@ class Lifecycle:
         """Sleep up to `seconds`; True as soon as a stop is requested."""
         return self.stopping.wait(seconds)
 
+    def beat(self) -> None:
+        """The calling thread is turning (its loop, a running command, a ledger retry)."""
+        self.beats[threading.current_thread().name] = time.monotonic()
+
+    def stalled(self, names: list[str], limit: float) -> list[str]:
+        """The threads among `names` that have not turned for `limit` seconds."""
+        now = time.monotonic()
+        return [name for name in names if now - self.beats.get(name, now) > limit]
+
     def should_abort(self) -> bool:
-        """A running command is stopped on a forced stop, or once the shutdown grace is over."""
+        """A running command is stopped on a forced stop, or once the shutdown grace is over.
+        Asked every tenth of a second while a command runs: a beat of the worker's."""
+        self.beat()
         if self._forced.is_set():
             return True
         since = self._stopping_since

@@ -41,6 +41,7 @@ class ShareSupervisor:
         self.mount_retry = mount_retry
         self.state: ShareState | None = None
         self.turns = 0  # checks done: the daemon's health check sees it move
+        self.on_turn: Callable[[], None] = lambda: None
         self.waited = False  # the share was not there at the first check
         self._stop = stop
         self._on_up = on_up
@@ -67,6 +68,7 @@ class ShareSupervisor:
         while not self._stop.is_set():
             self._apply(self.check())
             self.turns += 1
+            self.on_turn()
             self._poke.clear()
             self._poke.wait(CHECK_WHILE_UP if self.available else self.mount_retry)
 

@@ -855,3 +855,54 @@ def test_a_process_that_escapes_its_group_is_stopped_when_the_run_is_over(
     assert stopped["pid"] == escaped
     wait_for(lambda: gone(escaped), timeout=10)
     daemon.stop()
+
+
+def test_sigkill_during_a_burst_loses_nothing_and_reruns_at_most_one_frame_per_kill(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("slow:0.2")
+    daemon = start(scope, daemons)
+    names = [f"burst_{n:02d}.fit" for n in range(20)]
+    for name in names:
+        frame(scope, name)
+    wait_for(lambda: len(scope.runs()) >= 5, timeout=30)
+    daemon.kill()  # mid-burst
+    daemon = start(scope, daemons)
+    wait_for(lambda: json.loads(scope.cli("status", "--json").stdout)["counts"]["done"] == 20, 60)
+    assert daemon.stop() == 0
+    runs = [source.rsplit("/", 1)[1] for source in scope.run_sources()]
+    assert sorted(set(runs)) == names  # every frame ran
+    assert len(runs) - len(names) <= 1  # at most the one that was running re-ran
+
+
+def test_a_full_archive_disk_then_space_again_loses_nothing_and_leaves_no_partial_copy(
+    scope: Scope, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the archive needs root")
+    archive = tmp_path / "small-archive"
+    archive.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(archive)], check=False
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        scope.update(archive={"path": str(archive)}, pipeline={"retries": 50, "retry_delay": 0.5})
+        daemon = start(scope, daemons)
+        filler = archive / "filler"
+        with filler.open("wb") as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        path = frame(scope, "a.fit")
+        retried = daemon.wait_for_event("frame.retry_scheduled", timeout=20)[0]
+        assert retried["reason"].startswith("archive:")
+        filler.unlink()  # space again
+        daemon.wait_for_event("pipeline.finished", timeout=30)
+        assert daemon.stop() == 0
+        assert len(scope.runs()) == 1
+        copy = archive / "M 42_sub" / "a.fit"
+        assert copy.read_bytes() == path.read_bytes()
+        assert not list(archive.rglob("*.partial"))
+    finally:
+        subprocess.run(["umount", "-l", str(archive)], check=False)

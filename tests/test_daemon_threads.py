@@ -204,3 +204,33 @@ def test_a_listing_stuck_on_the_old_mount_does_not_hold_the_share_that_came_back
     finally:
         release.set()
         stop(daemon, thread)
+
+
+def test_a_stuck_worker_stops_the_systemd_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+) -> None:
+    # alive is not enough: a worker stuck (in a copy from a frozen mount, say) must stop the
+    # WATCHDOG=1 pings, so that systemd restarts the daemon
+    from seestar_watch import daemon as daemon_module
+    from seestar_watch import share
+    from seestar_watch.notify import Notifier
+    from seestar_watch.processor import FrameProcessor
+
+    monkeypatch.setattr(daemon_module, "STALL_LIMIT", 0.5)
+    monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
+    stuck = threading.Event()
+    monkeypatch.setattr(FrameProcessor, "process", lambda self, frame: stuck.wait(30) and "done")
+    pings: list[float] = []
+    monkeypatch.setattr(Notifier, "watchdog", lambda self: pings.append(time.monotonic()))
+    daemon, thread = in_process_daemon(tmp_path, mount_retry=0.1)
+    try:
+        wait_for(lambda: pings, timeout=10)  # fed while all is well
+        write_frame(tmp_path / "share" / "M 42_sub" / "a.fit")
+        stalled = wait_for(lambda: events_named(logs, "daemon.stalled"), timeout=15)[0]
+        assert stalled["threads"] == ["seestar-watch-worker-1"]
+        fed = len(pings)
+        time.sleep(2.5)  # negative check: no ping while the worker is stuck
+        assert len(pings) == fed
+    finally:
+        stuck.set()
+        stop(daemon, thread)
