@@ -16,8 +16,7 @@ from seestar_watch.config import SMB_SCHEME, ObserverKind, parse_smb_url
 from seestar_watch.fitsheader import HeaderRead, Status
 from seestar_watch.log import get_logger
 from seestar_watch.settle import GaveUp, Settle
-from seestar_watch.sources import Entry, Source
-from seestar_watch.sources.local import LocalSource
+from seestar_watch.sources import Entry, Source, source_at
 
 log = get_logger("seestar_watch.watcher")
 
@@ -47,25 +46,14 @@ class ImageWatcher:
         incomplete_timeout: float = 300.0,
         ignore: Sequence[str] = (),
     ) -> None:
-        self.source: Source
-        if str(watch_path).lower().startswith(SMB_SCHEME):  # no mount: the share itself
-            from seestar_watch.sources.smb import SmbSource
-
-            self.source = SmbSource(
-                parse_smb_url(str(watch_path)),
-                recursive=recursive,
-                ignore=tuple(ignore),
-                observer=observer,
-                poll_interval=poll_interval,
-            )
-        else:
-            self.source = LocalSource(
-                watch_path,
-                recursive=recursive,
-                ignore=tuple(ignore),
-                observer=observer,
-                poll_interval=poll_interval,
-            )
+        smb = str(watch_path).lower().startswith(SMB_SCHEME)  # no mount: the share itself
+        self.source: Source = source_at(
+            parse_smb_url(str(watch_path)) if smb else watch_path,
+            recursive=recursive,
+            ignore=tuple(ignore),
+            observer=observer,
+            poll_interval=poll_interval,
+        )
         self.watch_path = self.source.location
         self.callback = callback
         self.debounce_delay = debounce_delay

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from seestar_watch.sources.mounts import Mount
 
 if TYPE_CHECKING:
-    from seestar_watch.config import WatcherConfig
+    from seestar_watch.config import ObserverKind, SmbUrl, WatcherConfig
 
 OnChange = Callable[[str], object]  # a relative path something happened to
 FITS_SUFFIXES = (".fits", ".fit")
@@ -149,26 +149,48 @@ class Source(Protocol):
 
 
 def open_source(config: WatcherConfig) -> Source:
-    """The source `image_watcher` describes: a local folder, or an smb:// URL."""
-    from seestar_watch.config import SmbUrl
-    from seestar_watch.sources.local import LocalSource
-
-    if isinstance(config.watch_path, SmbUrl):
-        from seestar_watch.sources.smb import SmbSource  # smbprotocol: only when used
-
-        return SmbSource(
-            config.watch_path,
-            recursive=config.recursive,
-            ignore=config.ignore,
-            observer=config.observer,
-            poll_interval=config.poll_interval,
-            timeout=config.smb_timeout,
-        )
-    return LocalSource(
+    """The source `image_watcher` describes."""
+    return source_at(
         config.watch_path,
         recursive=config.recursive,
         ignore=config.ignore,
         observer=config.observer,
         poll_interval=config.poll_interval,
         mount_point=config.mount_point,
+        smb_timeout=config.smb_timeout,
+    )
+
+
+def source_at(
+    location: str | os.PathLike[str] | SmbUrl,
+    *,
+    recursive: bool,
+    ignore: tuple[str, ...],
+    observer: ObserverKind,
+    poll_interval: float,
+    mount_point: str | os.PathLike[str] | None = None,
+    smb_timeout: float = 10.0,
+) -> Source:
+    """A local folder, or an SMB share's folder read with no mount (an SmbUrl)."""
+    from seestar_watch.config import SmbUrl
+    from seestar_watch.sources.local import LocalSource
+
+    if isinstance(location, SmbUrl):
+        from seestar_watch.sources.smb import SmbSource  # smbprotocol: only when used
+
+        return SmbSource(
+            location,
+            recursive=recursive,
+            ignore=ignore,
+            observer=observer,
+            poll_interval=poll_interval,
+            timeout=smb_timeout,
+        )
+    return LocalSource(
+        location,
+        recursive=recursive,
+        ignore=ignore,
+        observer=observer,
+        poll_interval=poll_interval,
+        mount_point=mount_point,
     )
