@@ -39,7 +39,7 @@ from seestar_watch.sources.mounts import (
     mount_containing,
     read_mount_table,
 )
-from seestar_watch.sources.poller import FolderPoller
+from seestar_watch.sources.poller import FolderPoller, split_entries
 
 log = get_logger("seestar_watch.sources.local")
 
@@ -95,18 +95,11 @@ class LocalSource:
                 if folder == self.root or exc.errno in SHARE_ERRNOS:
                     raise
                 continue
-            for entry in found:
-                if entry.is_dir(follow_symlinks=False):
-                    if self.recursive:
-                        folders.append(entry.path)
-                elif self.wanted(entry.name):
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat.S_ISREG(info.st_mode):
-                        relpath = os.path.relpath(entry.path, self.root)
-                        yield Entry(relpath, info.st_size, info.st_mtime_ns)
+            subfolders, frames = split_entries(found, self.wanted)
+            if self.recursive:
+                folders += subfolders
+            for path, info in frames:
+                yield Entry(os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns)
 
     def stat(self, relpath: str) -> Entry | None:
         info = os.lstat(self.path_of(relpath))

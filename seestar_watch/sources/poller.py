@@ -26,6 +26,25 @@ RECENT = 30.0  # seconds a file that changed is still stat'ed on every poll
 HOT_POLLS = 3  # polls a folder is listed again after a change (coarse folder times)
 
 
+def split_entries(
+    entries: list[os.DirEntry[str]], wanted: Callable[[str], bool]
+) -> tuple[list[str], list[tuple[str, os.stat_result]]]:
+    """A folder's sub-folders (never through a link), and its regular files with a wanted
+    name and their lstat: what a listing and a poll both look at."""
+    folders, frames = [], []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.path)
+        elif wanted(entry.name):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                frames.append((entry.path, info))
+    return folders, frames
+
+
 class FolderPoller:
     def __init__(
         self,
@@ -91,20 +110,15 @@ class FolderPoller:
         with os.scandir(folder) as entries:
             found = list(entries)
         changed = False
+        subfolders, frames = split_entries(found, self.wanted)
+        for subfolder in subfolders:
+            if self.recursive and subfolder not in self._folders:
+                self._list(subfolder, report=report)
+                changed = True
         present = set()
-        for entry in found:
-            if entry.is_dir(follow_symlinks=False):
-                if self.recursive and entry.path not in self._folders:
-                    self._list(entry.path, report=report)
-                    changed = True
-            elif self.wanted(entry.name):
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    present.add(entry.path)
-                    changed |= self._saw(entry.path, info, report=report)
+        for path, info in frames:
+            present.add(path)
+            changed |= self._saw(path, info, report=report)
         for gone in self._in_folder.get(folder, set()) - present:
             self._drop(gone)
             changed = True
