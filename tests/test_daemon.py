@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -739,65 +740,43 @@ def test_another_process_holding_the_ledger_lock_delays_but_never_fails_a_frame(
 
 
 def test_a_full_disk_under_the_ledger_keeps_frames_waiting_and_loses_none(
-    scope: Scope, daemons: list[DaemonProcess], tmp_path: Path
+    scope: Scope, daemons: list[DaemonProcess], tmpfs: Callable[[str, str], Path]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the ledger needs root")
-    state = tmp_path / "small-state"
-    state.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        scope.update(state={"path": str(state / "ledger.sqlite3")})
-        daemon = start(scope, daemons)
-        filler = state / "filler"
-        with filler.open("wb") as out, contextlib.suppress(OSError):  # full, to the last byte
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        frame(scope, "a.fit")
-        unwritable = daemon.wait_for_event("ledger.unwritable", timeout=20)[0]
-        assert "full" in unwritable["reason"]
-        assert scope.runs() == []
-        filler.unlink()  # space again
-        daemon.wait_for_event("pipeline.finished", timeout=30)
-        assert daemon.stop() == 0
-        assert len(scope.runs()) == 1
-        assert "Traceback" not in daemon.text()
-        status = json.loads(scope.cli("status", "--json").stdout)
-        assert status["counts"]["done"] == 1
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
+    state = tmpfs("small-state", "size=2m")
+    scope.update(state={"path": str(state / "ledger.sqlite3")})
+    daemon = start(scope, daemons)
+    filler = state / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):  # full, to the last byte
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    frame(scope, "a.fit")
+    unwritable = daemon.wait_for_event("ledger.unwritable", timeout=20)[0]
+    assert "full" in unwritable["reason"]
+    assert scope.runs() == []
+    filler.unlink()  # space again
+    daemon.wait_for_event("pipeline.finished", timeout=30)
+    assert daemon.stop() == 0
+    assert len(scope.runs()) == 1
+    assert "Traceback" not in daemon.text()
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["done"] == 1
 
 
 def test_a_nearly_full_ledger_disk_is_said_by_check_config_status_and_run(
-    scope: Scope, tmp_path: Path
+    scope: Scope, tmpfs: Callable[[str, str], Path]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the ledger needs root")
-    state = tmp_path / "small-state"
-    state.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(state)], check=False
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        scope.update(state={"path": str(state / "ledger.sqlite3"), "process_existing": True})
-        check = scope.cli("check-config")
-        assert check.returncode == 0 and "warning: the ledger's file system" in check.stdout
-        once = scope.cli("run", "--once")
-        assert once.returncode == 0 and "ledger.low_space" in once.stderr
-        status = scope.cli("status")
-        assert "warning: the ledger's file system" in status.stdout
-        assert (
-            "MB free, less than 100 MB"
-            in json.loads(scope.cli("status", "--json").stdout)["warning"]
-        )
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
+    state = tmpfs("small-state", "size=10m")
+    scope.update(state={"path": str(state / "ledger.sqlite3"), "process_existing": True})
+    check = scope.cli("check-config")
+    assert check.returncode == 0 and "warning: the ledger's file system" in check.stdout
+    once = scope.cli("run", "--once")
+    assert once.returncode == 0 and "ledger.low_space" in once.stderr
+    status = scope.cli("status")
+    assert "warning: the ledger's file system" in status.stdout
+    assert (
+        "MB free, less than 100 MB" in json.loads(scope.cli("status", "--json").stdout)["warning"]
+    )
 
 
 def pid_in(scope: Scope, name: str) -> int:
@@ -876,33 +855,23 @@ def test_sigkill_during_a_burst_loses_nothing_and_reruns_at_most_one_frame_per_k
 
 
 def test_a_full_archive_disk_then_space_again_loses_nothing_and_leaves_no_partial_copy(
-    scope: Scope, daemons: list[DaemonProcess], tmp_path: Path
+    scope: Scope, daemons: list[DaemonProcess], tmpfs: Callable[[str, str], Path]
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the archive needs root")
-    archive = tmp_path / "small-archive"
-    archive.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(archive)], check=False
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        scope.update(archive={"path": str(archive)}, pipeline={"retries": 50, "retry_delay": 0.5})
-        daemon = start(scope, daemons)
-        filler = archive / "filler"
-        with filler.open("wb") as out, contextlib.suppress(OSError):
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        path = frame(scope, "a.fit")
-        retried = daemon.wait_for_event("frame.retry_scheduled", timeout=20)[0]
-        assert retried["reason"].startswith("archive:")
-        filler.unlink()  # space again
-        daemon.wait_for_event("pipeline.finished", timeout=30)
-        assert daemon.stop() == 0
-        assert len(scope.runs()) == 1
-        copy = archive / "M 42_sub" / "a.fit"
-        assert copy.read_bytes() == path.read_bytes()
-        assert not list(archive.rglob("*.partial"))
-    finally:
-        subprocess.run(["umount", "-l", str(archive)], check=False)
+    archive = tmpfs("small-archive", "size=1m")
+    scope.update(archive={"path": str(archive)}, pipeline={"retries": 50, "retry_delay": 0.5})
+    daemon = start(scope, daemons)
+    filler = archive / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    path = frame(scope, "a.fit")
+    retried = daemon.wait_for_event("frame.retry_scheduled", timeout=20)[0]
+    assert retried["reason"].startswith("archive:")
+    filler.unlink()  # space again
+    daemon.wait_for_event("pipeline.finished", timeout=30)
+    assert daemon.stop() == 0
+    assert len(scope.runs()) == 1
+    copy = archive / "M 42_sub" / "a.fit"
+    assert copy.read_bytes() == path.read_bytes()
+    assert not list(archive.rglob("*.partial"))
