@@ -96,8 +96,10 @@ def check_config(config_path: Path | None) -> None:
     help="Seconds to wait for the share to answer.",
 )
 def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None:
-    """Is the share ready? Mount state, answers, frames seen, and the fix for each problem.
+    """Is the share ready? One line per check, and the fix for each problem.
 
+    A mounted folder: mount, read-only, answers, frames, observer. An smb:// watch_path:
+    host, port, dialect, login, share, folder, answers, frames, change notifications.
     Exits 0 when ready, 1 when not; answers within the timeout even if the share hangs.
     """
     config = load(config_path)
