@@ -148,14 +148,21 @@ def quicklook(path: Path, csv_path: Path | None) -> None:
 
     Made to be a pipeline stage:
     command: ["seestar-watch", "quicklook", "{path}", "--csv", "/home/you/quicklook.csv"]
+    Under the daemon it also leaves its measurements in $SEESTAR_WATCH_RESULT, for
+    `status`, `export` and the dashboard.
     """
-    from seestar_watch.tools.quicklook import append_csv, load, measure, summary
+    import os
+
+    from seestar_watch.results import RESULT_ENV
+    from seestar_watch.tools.quicklook import append_csv, load, measure, summary, write_result
 
     raw, header = load(path)
     result = measure(raw, header)
     click.echo(summary(path.name, header, result))
     if csv_path is not None:
         append_csv(csv_path, path.name, header, result)
+    if result_path := os.environ.get(RESULT_ENV):
+        write_result(result_path, result)
 
 
 @cli.command("run")
@@ -240,6 +247,52 @@ def status(config_path: Path | None, as_json: bool, limit: int) -> None:
         click.echo(json.dumps(report, ensure_ascii=True))
     else:
         click.echo(status_table(report))
+
+
+@cli.command("export")
+@config_option
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line (the default).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only frames first seen since then: 12h, 30m, 2d, or a local date or time"
+    " (2026-11-23T18:00). Default: every frame.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of the standard output.",
+)
+def export(
+    config_path: Path | None, as_csv: bool, as_json: bool, since: str | None, output: Path | None
+) -> None:
+    """One row per frame: OBJECT, DATE-OBS, EXPTIME, FILTER, state and every result field.
+
+    Works while the daemon runs. Text that a spreadsheet would take for a formula is
+    written with a leading '.
+    """
+    if as_csv and as_json:
+        raise click.UsageError("give --csv or --json, not both")
+    config = load(config_path)
+    from seestar_watch.report import export_rows, parse_since, write_csv, write_json_lines
+
+    try:
+        start = 0.0 if since is None else parse_since(since)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    write = write_json_lines if as_json else write_csv
+    rows = export_rows(config, start)
+    if output is None:
+        write(rows, sys.stdout)
+        return
+    try:
+        with output.open("w", newline="" if not as_json else None) as out:
+            count = write(rows, out)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"{count} frame(s) written to {output}", err=True)
 
 
 @cli.command("retry")

@@ -29,7 +29,7 @@ from seestar_watch.errors import UserError
 from seestar_watch.log import get_logger
 from seestar_watch.sources import Version
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WRITE_RETRY = 2.0  # seconds between two tries of a ledger write that failed
 T = TypeVar("T")
 log = get_logger("seestar_watch.ledger")
@@ -55,6 +55,7 @@ CREATE TABLE frames (
     duration REAL,
     pid INTEGER,                        -- the running command's process group
     pid_started REAL,                   -- and its start time (pids are reused)
+    result TEXT,                        -- what the command wrote to $SEESTAR_WATCH_RESULT (JSON)
     UNIQUE (relpath, size, mtime_ns)
 );
 CREATE INDEX frames_by_state ON frames (state, id);
@@ -116,6 +117,7 @@ class Ledger:
         self._stopping: threading.Event | None = None  # set by keep_trying
         self._on_retry: Callable[[], None] = lambda: None
         self._trouble_since: float | None = None  # when writes started to fail
+        self._result = "result"  # the column, or NULL in an older ledger opened read-only
 
     @classmethod
     @contextmanager
@@ -192,23 +194,32 @@ class Ledger:
         if version == 0 and tables:
             raise sqlite3.DatabaseError("not a seestar-watch ledger")
         if readonly:
+            if version < 3:  # a daemon not yet upgraded holds it: read it as it is
+                self._result = "NULL"
             return
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             with self._transaction():
-                for statement in _SCHEMA.split(";"):  # executescript() would COMMIT early
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 1:  # 2: the running command's process group, to stop it after a kill
-            with self._transaction():
-                db.execute("ALTER TABLE frames ADD COLUMN pid INTEGER")
-                db.execute("ALTER TABLE frames ADD COLUMN pid_started REAL")
+                self._migrate(db, version)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         problem = db.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        """From `version` (0: a new file) to SCHEMA_VERSION, in the caller's transaction."""
+        if version == 0:
+            for statement in _SCHEMA.split(";"):  # executescript() would COMMIT early
+                if statement.strip():
+                    db.execute(statement)
+            return
+        if version < 2:  # the running command's process group, to stop it after a kill
+            db.execute("ALTER TABLE frames ADD COLUMN pid INTEGER")
+            db.execute("ALTER TABLE frames ADD COLUMN pid_started REAL")
+        if version < 3:  # what the pipeline measured ($SEESTAR_WATCH_RESULT)
+            db.execute("ALTER TABLE frames ADD COLUMN result TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -490,6 +501,7 @@ class Ledger:
         exit_code: int | None = None,
         duration: float | None = None,
         reason: str | None = None,
+        result: dict[str, Any] | None = None,
     ) -> None:
         self._update(
             frame_id,
@@ -498,6 +510,7 @@ class Ledger:
             duration=duration,
             reason=reason,
             not_before=None,
+            result=_to_json(result),
         )
 
     def retry_later(
@@ -571,14 +584,84 @@ class Ledger:
             )
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` frames changed last, newest first (rows as `_rows` gives them)."""
+        return self._rows("ORDER BY updated_at DESC, id DESC LIMIT ?", limit)
+
+    def changed_since(self, since: float, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """Frames changed at or after `since` (unix time), oldest change first: the cursor
+        (updated_at, id) of the last row, given back, continues exactly where this ended."""
+        return self._rows(
+            "WHERE (updated_at, id) > (?, ?) ORDER BY updated_at, id LIMIT ?",
+            since,
+            after_id,
+            limit,
+        )
+
+    def failures(self, limit: int) -> list[dict[str, Any]]:
+        """The latest frames that ended `failed`, newest first."""
+        return self._rows("WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ?", limit)
+
+    def seen_since(self, since: float) -> Iterator[dict[str, Any]]:
+        """Every frame first seen at or after `since` (unix time), in arrival order."""
+        query = self._select("WHERE created_at >= ? ORDER BY id")
         with self._lock:
-            rows = self._db.execute(
-                "SELECT relpath, state, attempts, exit_code, updated_at, reason, duration"
-                " FROM frames ORDER BY updated_at DESC, id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        keys = ("relpath", "state", "attempts", "exit_code", "updated_at", "reason", "duration")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+            rows = self._db.execute(query, (since,)).fetchall()
+        for row in rows:
+            yield self._as_dict(row)
+
+    def last_change(self) -> float | None:
+        """When a frame was last recorded or changed state (unix time), or None."""
+        with self._lock:
+            value = self._db.execute("SELECT max(updated_at) FROM frames").fetchone()[0]
+        return None if value is None else float(value)
+
+    def duration_counts(self, bounds: Iterable[float]) -> tuple[list[int], int, float]:
+        """For the runs that have a duration: how many took <= each bound, how many in all,
+        and the sum of their durations (a Prometheus histogram, without keeping one)."""
+        bounds = list(bounds)
+        columns = "".join(f"sum(duration <= {float(b)!r}), " for b in bounds)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {columns}count(duration), total(duration) FROM frames"
+                " WHERE duration IS NOT NULL"
+            ).fetchone()
+        return [int(n or 0) for n in row[: len(bounds)]], int(row[-2]), float(row[-1])
+
+    _COLUMNS = (
+        "id", "relpath", "state", "attempts", "exit_code", "reason", "duration",
+        "created_at", "updated_at", "result", "OBJECT", "DATE-OBS", "EXPTIME", "FILTER",
+    )  # fmt: skip
+    HEADER_FIELDS = _COLUMNS[-4:]  # shown beside the result; the whole header stays here
+
+    def _select(self, clause: str) -> str:
+        # json_valid: a header with a NaN (allowed in our JSON, not in SQLite's) shows blanks
+        header = ", ".join(
+            f"CASE WHEN json_valid(header) THEN json_extract(header, '$.\"{key}\"') END"
+            for key in self.HEADER_FIELDS
+        )
+        return (
+            "SELECT id, relpath, state, attempts, exit_code, reason, duration, created_at,"
+            f" updated_at, {self._result}, {header} FROM frames {clause}"
+        )
+
+    def _rows(self, clause: str, *values: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(self._select(clause), values).fetchall()
+        return [self._as_dict(row) for row in rows]
+
+    def _as_dict(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        frame = dict(zip(self._COLUMNS, row, strict=True))
+        frame["relpath"] = bytes(frame["relpath"])
+        frame["result"] = _result_of(frame["result"])
+        return frame
+
+
+def _result_of(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = None if text is None else json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _corrupt(path: Path, exc: Exception) -> LedgerError:

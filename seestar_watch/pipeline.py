@@ -65,12 +65,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def child_environment(extra: Mapping[str, str], event: Mapping[str, Any]) -> dict[str, str]:
+def child_environment(
+    extra: Mapping[str, str], event: Mapping[str, Any], result_path: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env.update(extra)
     env["SEESTAR_WATCH_PATH"] = str(event["path"])
     env["SEESTAR_WATCH_SOURCE"] = str(event["source"])
     env["SEESTAR_WATCH_EVENT"] = event_json(event)
+    if result_path is not None:  # where the command may leave its measurements (results.py)
+        env["SEESTAR_WATCH_RESULT"] = result_path
     return env
 
 

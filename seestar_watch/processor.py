@@ -32,6 +32,7 @@ from seestar_watch.pipeline import (
     run_command,
 )
 from seestar_watch.placeholders import expand
+from seestar_watch.results import Result, ResultProblem, read_result, result_file
 from seestar_watch.sources import Source
 
 log = get_logger("seestar_watch.processor")
@@ -128,17 +129,21 @@ class FrameProcessor:
         }
         argv = resolve_program(expand(pipeline.command, values))
         bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
-        result = run_command(
-            argv,
-            before_exec=children.die_with_parent,
-            on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
-            stdin_data=event_json(event).encode(),
-            env=child_environment(pipeline.env, event),
-            timeout=pipeline.timeout,
-            cwd=self.config.folder,  # relative paths in the command mean the config's folder
-            should_abort=self.should_abort,
-            on_line=lambda stream, line: bound.info("pipeline.output", stream=stream, line=line),
-        )
+        with result_file() as result_path:
+            result = run_command(
+                argv,
+                before_exec=children.die_with_parent,
+                on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
+                stdin_data=event_json(event).encode(),
+                env=child_environment(pipeline.env, event, result_path),
+                timeout=pipeline.timeout,
+                cwd=self.config.folder,  # relative paths in the command mean the config's folder
+                should_abort=self.should_abort,
+                on_line=lambda stream, line: bound.info(
+                    "pipeline.output", stream=stream, line=line
+                ),
+            )
+            measured = _result_of(result_path, bound) if result.succeeded else None
         if result.pid is not None:
             children.finished(result.pid)  # and what it left behind outside its group
         if result.dropped_bytes:
@@ -154,7 +159,9 @@ class FrameProcessor:
             self.ledger.release(frame.id)
             return "pending"
         if result.succeeded:
-            self.ledger.finish(frame.id, "done", exit_code=0, duration=result.duration)
+            self.ledger.finish(
+                frame.id, "done", exit_code=0, duration=result.duration, result=measured
+            )
             return "done"
         if path == source and not self.share_ok():  # it read from the share, which went away
             return self._postpone(frame, "share unavailable during the run", bound)
@@ -184,6 +191,21 @@ class FrameProcessor:
         )
         bound.error("frame.failed", reason=reason, attempts=frame.attempts)
         return "failed"
+
+
+def _result_of(path: str, bound: Any) -> Result | None:
+    """What the command left in $SEESTAR_WATCH_RESULT; a warning, not a failure, when it is
+    unusable: the run itself succeeded."""
+    try:
+        return read_result(path)
+    except ResultProblem as exc:
+        bound.warning(
+            "pipeline.result_ignored",
+            reason=str(exc),
+            note="$SEESTAR_WATCH_RESULT takes one JSON object of numbers, strings, booleans"
+            " and nulls",
+        )
+        return None
 
 
 def _describe_failure(result: RunResult, timeout: float) -> str:

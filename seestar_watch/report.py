@@ -1,43 +1,94 @@
-"""`seestar-watch status`: counts per state and the latest frames, read while the daemon runs."""
+"""The night as people read it: `status`, `export` and the dashboard's JSON, from the ledger.
+
+One shape of a frame for all of them (`frame_view`): where it is, its state and
+tries, the header's OBJECT, DATE-OBS, EXPTIME and FILTER, and the pipeline's
+result. Read while the daemon runs (the ledger opened read-only).
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
-from datetime import datetime
-from typing import Any
+import re
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from seestar_watch.config import Config
 from seestar_watch.ledger import STATES, Ledger, low_space
-from seestar_watch.sources import open_source
+from seestar_watch.sources import Source, open_source
+
+# The result fields `status` shows when a result has them, in this order; the dashboard
+# draws these first. Names are quicklook's; any pipeline may use them.
+USEFUL_FIELDS = ("fwhm_arcsec", "fwhm_px", "stars", "background", "inst_mag", "snr")
+SHOWN_FIELDS = 4
+HEADER_FIELDS = Ledger.HEADER_FIELDS
+
+
+def frame_view(row: dict[str, Any], source: Source) -> dict[str, Any]:
+    """One frame for people and programs: JSON-ready, values as they are (escape to show)."""
+    return {
+        "id": row["id"],
+        "source": source.path_of(os.fsdecode(row["relpath"])),
+        "state": row["state"],
+        "attempts": row["attempts"],
+        "exit_code": row["exit_code"],
+        "reason": row["reason"],
+        "duration": row["duration"],
+        "seen_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        **{key: _scalar(row[key]) for key in HEADER_FIELDS},
+        "observed_at": observed_at(row["DATE-OBS"], row["created_at"]),
+        "result": row["result"],
+    }
+
+
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def observed_at(date_obs: Any, seen: float) -> str:
+    """When the frame was taken, in UTC: DATE-OBS (UTC by the FITS standard, without a
+    zone in Seestar headers), or when it was first seen if the header has none."""
+    when = None
+    if isinstance(date_obs, str):
+        try:
+            when = datetime.fromisoformat(date_obs.strip())
+        except ValueError:
+            when = None
+    if when is None:
+        when = datetime.fromtimestamp(seen, UTC)
+    elif when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def status_from(ledger: Ledger, source: Source, limit: int) -> dict[str, Any]:
+    """The `status --json` object, from an open ledger."""
+    return {
+        "counts": ledger.counts(),
+        "frames": [frame_view(row, source) for row in ledger.recent(limit)],
+        "ledger": str(ledger.path),
+    }
 
 
 def status_report(config: Config, limit: int) -> dict[str, Any]:
-    """{"counts": {state: n}, "frames": [{source, state, attempts, exit_code, updated_at}]}."""
+    """{"counts": {state: n}, "frames": [frame_view, newest first], "ledger": path}."""
     path = config.state.ledger
     if not path.exists():
         return {"counts": dict.fromkeys(STATES, 0), "frames": [], "ledger": str(path)}
     with Ledger.reading(path) as ledger:
-        counts, rows = ledger.counts(), ledger.recent(limit)
-    source = open_source(config.image_watcher)
-    frames = [
-        {
-            "source": source.path_of(os.fsdecode(row["relpath"])),
-            "state": row["state"],
-            "attempts": row["attempts"],
-            "exit_code": row["exit_code"],
-            "updated_at": _iso(row["updated_at"]),
-            "reason": row["reason"],
-        }
-        for row in rows
-    ]
-    report = {"counts": counts, "frames": frames, "ledger": str(path)}
+        report = status_from(ledger, open_source(config.image_watcher), limit)
     if warning := low_space(path):
         report["warning"] = warning
     return report
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def status_table(report: dict[str, Any]) -> str:
@@ -51,9 +102,100 @@ def status_table(report: dict[str, Any]) -> str:
         lines.append(f"no frames recorded yet (ledger: {report['ledger']})")
     for frame in report["frames"]:
         code = "-" if frame["exit_code"] is None else str(frame["exit_code"])
+        measured = useful_fields(frame["result"])
         lines.append(
             f"{frame['updated_at']}  {frame['state']:<8}  tries {frame['attempts']}  exit {code:>3}"
             f"  {escape(frame['source'])}"
             + (f"  ({escape(frame['reason'])})" if frame["reason"] else "")
+            + (f"  {escape(measured)}" if measured else "")
         )
     return "\n".join(lines)
+
+
+def useful_fields(result: dict[str, Any] | None) -> str:
+    """A few fields of a result, the most useful first: "fwhm_arcsec=3.1 stars=41"."""
+    if not result:
+        return ""
+    keys = [key for key in USEFUL_FIELDS if key in result]
+    keys += [key for key in result if key not in keys]
+    return " ".join(f"{key}={shown(result[key])}" for key in keys[:SHOWN_FIELDS])
+
+
+def shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# -- export -----------------------------------------------------------------------------
+
+EXPORT_FIELDS = ("source", *HEADER_FIELDS, "state", "attempts", "exit_code", "reason")
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`--since`: a time ago ("12h", "30m", "2d") or a local date or time ("2026-11-23",
+    "2026-11-23T18:00"); the unix time it means. ValueError says what is accepted."""
+    now = time.time() if now is None else now
+    if match := _AGO.fullmatch(text.strip().lower()):
+        return now - float(match[1]) * _UNITS[match[2]]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a time ago (12h, 30m, 2d) or a date or time"
+            " (2026-11-23, 2026-11-23T18:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # the user's local time
+    return when.timestamp()
+
+
+def export_rows(config: Config, since: float) -> Iterator[dict[str, Any]]:
+    """Every frame first seen since `since`, in arrival order, as frame_view gives it."""
+    path = config.state.ledger
+    if not path.exists():
+        return
+    source = open_source(config.image_watcher)
+    with Ledger.reading(path) as ledger:
+        for row in ledger.seen_since(since):
+            yield frame_view(row, source)
+
+
+def write_json_lines(frames: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """One JSON object per line (a night can be long: never one big array in memory)."""
+    count = 0
+    for frame in frames:
+        out.write(json.dumps(frame, ensure_ascii=True, allow_nan=False) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(frames: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """One row per frame: EXPORT_FIELDS, then every result field in the order first met.
+
+    The result fields are known only once every row is read, so the rows are kept."""
+    rows = list(frames)
+    result_fields: dict[str, None] = {}
+    for frame in rows:
+        result_fields.update(dict.fromkeys(frame["result"] or {}))
+    columns = [*EXPORT_FIELDS, *(key for key in result_fields if key not in EXPORT_FIELDS)]
+    writer = csv.writer(out)
+    writer.writerow([_cell(column) for column in columns])
+    for frame in rows:
+        values = {**(frame["result"] or {}), **{key: frame[key] for key in EXPORT_FIELDS}}
+        writer.writerow([_cell(values.get(column)) for column in columns])
+    return len(rows)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as it is: text from the share that starts like a
+    formula (=, +, -, @) is prefixed with ' so that it is never evaluated."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -5,7 +5,8 @@ variables and whether NOTIFY_SOCKET/WATCHDOG_* leaked through). $BEHAVIOUR choos
 does next: ok, fail, fail-then-ok (fails while $RECORD_DIR/fail-count < 2), hang, slow:<s>,
 grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout),
 group:<s> (a helper in its process group, then slow), escape (a double-forked, setsid
-process left behind).
+process left behind). $RESULT, when set, is written as it is to $SEESTAR_WATCH_RESULT;
+$RESULT_AS=fifo or symlink puts a FIFO, or a link to $RESULT, there instead.
 """
 
 from __future__ import annotations
@@ -27,11 +28,24 @@ record = {
     "event": os.environ.get("SEESTAR_WATCH_EVENT"),
     "extra": os.environ.get("EXTRA_SETTING"),
     "leaked": sorted(k for k in os.environ if k == "NOTIFY_SOCKET" or k.startswith("WATCHDOG_")),
+    "result_path": os.environ.get("SEESTAR_WATCH_RESULT"),
     "pid": os.getpid(),
     "started": time.time(),
 }
 with open(os.path.join(record_dir, "runs.jsonl"), "a") as runs:
     runs.write(json.dumps(record) + "\n")
+
+result_path = os.environ.get("SEESTAR_WATCH_RESULT")
+if result_path and "RESULT" in os.environ:
+    if os.environ.get("RESULT_AS") in ("fifo", "symlink"):
+        os.unlink(result_path)
+        if os.environ["RESULT_AS"] == "fifo":
+            os.mkfifo(result_path)
+        else:
+            os.symlink(os.environ["RESULT"], result_path)
+    else:
+        with open(result_path, "w") as out:
+            out.write(os.environ["RESULT"])
 
 if behaviour == "fail":
     print("photometry failed: no stars", file=sys.stderr)

@@ -25,7 +25,7 @@ def v(name: bytes, size: int = 100, mtime: int = 1) -> Version:
 def test_created_with_wal_full_sync_and_a_schema_version(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
@@ -191,3 +191,66 @@ def test_a_ledger_of_schema_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
         assert ledger.orphans() == [("b.fit", 12345, 1.5)]
     finally:
         ledger.close()
+
+
+def test_a_ledger_of_schema_2_gets_results_and_is_read_as_it_is_until_then(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(V1_FRAMES.replace("duration REAL,", "duration REAL, pid INTEGER, pid_started REAL,"))
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.execute(
+        "INSERT INTO frames (relpath, size, mtime_ns, state, header, created_at, updated_at)"
+        """ VALUES (x'612e666974', 1, 2, 'done', '{"OBJECT": "M 94"}', 0, 0)"""
+    )
+    old.execute("PRAGMA user_version = 2")
+    old.commit()
+    old.close()
+    with Ledger.reading(path) as reader:  # an old daemon still holds it: no migration
+        (row,) = reader.recent(5)
+        assert row["result"] is None and row["OBJECT"] == "M 94"
+    ledger = Ledger.open(path)
+    try:
+        ledger.add_pending(v(b"b.fit"), {})
+        frame = ledger.claim_next()
+        assert frame is not None
+        ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result={"stars": 12})
+        assert ledger.recent(1)[0]["result"] == {"stars": 12}
+    finally:
+        ledger.close()
+
+
+def test_frames_changed_since_a_cursor_continue_exactly_where_the_last_page_ended(
+    ledger: Ledger,
+) -> None:
+    for n in range(5):
+        ledger.add_pending(v(f"{n}.fit".encode()), {"OBJECT": f"T{n}", "DATE-OBS": "2024-05-04"})
+    db = sqlite3.connect(ledger.path)
+    db.execute("UPDATE frames SET updated_at = 100.0")  # all in the same instant
+    db.commit()
+    seen, cursor = [], (0.0, 0)
+    while page := ledger.changed_since(*cursor, limit=2):
+        seen += [row["relpath"] for row in page]
+        cursor = (page[-1]["updated_at"], page[-1]["id"])
+    assert seen == [f"{n}.fit".encode() for n in range(5)]
+    assert ledger.changed_since(100.0, 5, 10) == []
+    assert ledger.recent(1)[0]["OBJECT"] == "T4"
+
+
+def test_a_header_sqlite_cannot_read_shows_blanks_instead_of_breaking_every_query(
+    ledger: Ledger,
+) -> None:
+    ledger.add_pending(v(b"nan.fit"), {"OBJECT": "M 31", "EXPTIME": float("nan")})
+    (row,) = ledger.recent(5)
+    assert row["OBJECT"] is None and row["relpath"] == b"nan.fit"
+    assert ledger.claim_next() is not None  # the header itself is kept whole
+
+
+def test_duration_counts_are_a_histogram_of_the_runs(ledger: Ledger) -> None:
+    for n, duration in enumerate([0.5, 2.0, 30.0]):
+        ledger.add_pending(v(f"{n}.fit".encode()), {})
+        frame = ledger.claim_next()
+        assert frame is not None
+        ledger.finish(frame.id, "done", exit_code=0, duration=duration)
+    assert ledger.duration_counts([1.0, 10.0]) == ([1, 2], 3, 32.5)

@@ -183,3 +183,45 @@ def test_real_subs_give_a_target_with_a_positive_flux(name: str) -> None:
     assert result.inst_mag is not None and result.snr is not None and result.snr > 20
     assert result.target_dx is not None and result.target_dy is not None
     assert math.hypot(result.target_dx, result.target_dy) <= TARGET_RADIUS
+
+
+def test_under_the_daemon_it_leaves_its_measurements_in_the_result_file(
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+
+    frame = tmp_path / "a.fit"
+    frame.write_bytes(frame_bytes(Sky(stars=[Star(539.5, 959.5, 100_000, 4.0)])))
+    result_path = tmp_path / "result.json"
+    result_path.touch()
+    env = {**os.environ, "SEESTAR_WATCH_RESULT": str(result_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "seestar_watch", "quicklook", str(frame)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(result_path.read_text())
+    assert list(measured) == [
+        "background", "noise", "stars", "fwhm_px", "fwhm_arcsec", "inst_mag", "snr"
+    ]  # fmt: skip
+    assert measured["stars"] == 1 and measured["fwhm_px"] == pytest.approx(4.0, rel=0.05)
+    assert measured["inst_mag"] < 0 and measured["snr"] > 10
+
+
+def test_no_target_is_null_in_the_result_not_nan(tmp_path: Path) -> None:
+    import json
+
+    from seestar_watch.results import read_result
+    from seestar_watch.tools.quicklook import write_result
+
+    raw, header = np.full((64, 64), 100.0), {}
+    path = tmp_path / "result.json"
+    write_result(str(path), measure(raw, header))
+    measured = read_result(str(path))
+    assert measured is not None and measured["inst_mag"] is None and measured["stars"] == 0
+    assert "NaN" not in path.read_text() and json.loads(path.read_text())["fwhm_px"] is None

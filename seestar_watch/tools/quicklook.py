@@ -21,6 +21,7 @@ with a local sky annulus.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -252,6 +253,25 @@ def summary(name: str, header: dict[str, Any], result: Measurement) -> str:
         f" noise={result.noise:.2f} stars={result.stars}"
         f" fwhm={show(result.fwhm_px, 'px')} ({show(result.fwhm_arcsec, ARCSEC)}) {target}"
     )
+
+
+RESULT_FIELDS = ("background", "noise", "stars", "fwhm_px", "fwhm_arcsec", "inst_mag", "snr")
+
+
+def write_result(path: str, result: Measurement) -> None:
+    """The measurements as the daemon's $SEESTAR_WATCH_RESULT wants them: one JSON object
+    (null where there is no value: no stars, no target)."""
+    measured = asdict(result)
+    values = {
+        key: _round(measured[key]) if key != "stars" else measured[key] for key in RESULT_FIELDS
+    }
+    try:
+        with open(path, "w") as out:
+            json.dump(values, out, allow_nan=False)
+    except OSError as exc:
+        raise QuicklookError(
+            f"cannot write the result file {path}: {exc.strerror or exc}"
+        ) from None
 
 
 def append_csv(path: Path, name: str, header: dict[str, Any], result: Measurement) -> None:
