@@ -57,6 +57,11 @@ def started(pid: int) -> float | None:
     """A command started: remember it as running; its start time (to recognise it later)."""
     with _running_lock:
         _running.add(pid)
+    return start_time(pid)
+
+
+def start_time(pid: int) -> float | None:
+    """When process `pid` started (with its pid, it names one process: pids are reused)."""
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:

@@ -115,6 +115,30 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
     sys.exit(0 if report.ready else 1)
 
 
+@cli.command("dashboard")
+@config_option
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Where to serve it (default: dashboard.listen, or 127.0.0.1:8765 when that is off;"
+    " 0.0.0.0:8765 opens it to your network).",
+)
+def dashboard(config_path: Path | None, listen: str | None) -> None:
+    """Serve the dashboard from the ledger alone: while the daemon runs, or the morning after.
+
+    Read-only (the ledger is opened read-only). Exits 1 when the address is in use.
+    """
+    config = load(config_path)
+    from seestar_watch.config import DEFAULT_LISTEN, parse_listen
+    from seestar_watch.dashboard.server import serve_ledger
+
+    try:
+        address = parse_listen(listen) if listen else config.dashboard.listen or DEFAULT_LISTEN
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    serve_ledger(config, address, click.echo)
+
+
 @cli.command("demo")
 @click.option(
     "--frames",

@@ -281,6 +281,39 @@ class StateConfig:
         return user_state_path("seestar-watch") / "ledger.sqlite3"
 
 
+Listen = tuple[str, int]  # (host, port)
+DEFAULT_LISTEN: Listen = ("127.0.0.1", 8765)
+
+
+def parse_listen(text: str) -> Listen:
+    """`HOST:PORT` (`[::1]:8765` for IPv6; port 0: any free port); ValueError says why not."""
+    host, colon, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8765 (or 0.0.0.0:8765 for the LAN)")
+    return host, int(port)
+
+
+def listen_address(value: Any, key: str, problems: list[str]) -> Any:
+    """Where the dashboard listens; false or null (YAML's `off` is false) turns it off."""
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str):
+        return _expected(problems, key, "HOST:PORT, or off", value)
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        problems.append(f"{key}: {exc}, got {_shown(value)}")
+        return INVALID
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    # On, at localhost: it shows nothing beyond this machine, costs no measurable CPU while
+    # no one looks, and a first night's user finds it without reading (see the README).
+    listen: Listen | None = setting(listen_address, DEFAULT_LISTEN)
+
+
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -299,6 +332,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     @property
     def folder(self) -> Path:
@@ -312,6 +346,7 @@ SECTIONS: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "state": StateConfig,
     "logging": LoggingConfig,
+    "dashboard": DashboardConfig,
 }
 REQUIRED_SECTIONS = ("image_watcher", "pipeline")
 Section = TypeVar("Section")
@@ -566,6 +601,11 @@ def find_config_file(explicit: Path | None) -> Path:
     )
 
 
+def url_host(host: str) -> str:
+    """A host as it goes in a URL: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def describe(config: Config) -> list[str]:
     """A short human summary, for check-config."""
     from seestar_watch.log import count_of
@@ -587,6 +627,12 @@ def describe(config: Config) -> list[str]:
         f"  timeout {pipeline.timeout:g} s, {count_of(pipeline.retries, 'retry', 'retries')}"
         f" ({pipeline.retry_delay:g} s apart, growing), {count_of(pipeline.workers, 'worker')}",
         f"archive: {archive}",
+        "dashboard: "
+        + (
+            f"http://{url_host(config.dashboard.listen[0])}:{config.dashboard.listen[1]}/"
+            if config.dashboard.listen
+            else "off"
+        ),
         f"ledger: {config.state.ledger}"
         + (
             " (existing frames are processed on first start)"

@@ -2,6 +2,7 @@
 
     config -> ledger (held alone) -> source -> settle -> intake -> ledger
            -> workers: processor (archive copy -> pipeline -> ledger)
+    ledger (read-only) -> dashboard (its own threads; off with dashboard.listen: off)
 
 Three kinds of thread, each with one job:
 - share: asks the source whether it is there (bounded) and only sets flags;
@@ -13,6 +14,7 @@ Three kinds of thread, each with one job:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -20,6 +22,8 @@ from typing import Any
 from seestar_watch import children, intake
 from seestar_watch import share as share_module
 from seestar_watch.config import Config
+from seestar_watch.dashboard import overview
+from seestar_watch.dashboard.server import Dashboard, DashboardError
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle
@@ -63,6 +67,7 @@ class Daemon:
         self._work = threading.Condition()
         self._watch: Watch | None = None
         self._said_stalled = False
+        self._started = children.start_time(os.getpid())  # with the pid: this process
         self.share.on_turn = self.lifecycle.beat
         self.lifecycle.on_stop(self._wake_everyone)
         self.lifecycle.on_stop(self.share.poke)
@@ -134,22 +139,67 @@ class Daemon:
             workers=self.config.pipeline.workers,
             ledger=str(ledger.path),
         )
+        dashboard = self._start_dashboard(ledger)
         notifier = Notifier()
         notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
         next_status = time.monotonic() + STATUS_EVERY
+        view = self.view()
+        overview.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
         while not self.lifecycle.wait(1.0):
             if self.turning(threads):  # if not, systemd restarts us after WatchdogSec
                 notifier.watchdog()
             if time.monotonic() >= next_status:
                 notifier.status(self.status_line(ledger))
                 next_status = time.monotonic() + STATUS_EVERY
+            if view != (view := self.view()):
+                overview.write_daemon_view(ledger.path, view)
         notifier.stopping("stopping: letting a running command finish")
+        if dashboard is not None:
+            dashboard.stop()
+            dashboard.overview.ledger.close()
         self._shutdown(threads, watch)
         if ledger.in_trouble:
             raise UserError(
                 f"stopped while the ledger {ledger.path} could not be written (see"
                 " ledger.unwritable); frames not recorded are run again at the next start"
             )
+
+    def _start_dashboard(self, ledger: Ledger) -> Dashboard | None:
+        """The page, from a read-only connection of its own; a port in use is one log line
+        and the daemon goes on (frames matter more than the page)."""
+        listen = self.config.dashboard.listen
+        if listen is None:
+            return None
+        reader: Ledger | None = None
+        try:
+            reader = Ledger.open(ledger.path, readonly=True)
+            dashboard = Dashboard(overview.Overview(reader, self.source, self.view), listen)
+            dashboard.start()
+        except (DashboardError, LedgerError) as exc:
+            if reader is not None:
+                reader.close()
+            log.error(
+                "dashboard.unavailable",
+                reason=str(exc),
+                effect="frames are watched and run as usual, with no page",
+            )
+            return None
+        log.info("dashboard.started", url=dashboard.url, local_only=dashboard.local_only)
+        return dashboard
+
+    def view(self) -> dict[str, Any]:
+        """The daemon's view of the share, for the dashboard (JSON-ready)."""
+        state = self.share.state
+        return {
+            "running": True,
+            "served_by": "daemon",
+            "pid": os.getpid(),
+            "pid_started": self._started,
+            "watch_path": self.source.location,
+            "share": "checking" if state is None else "up" if state.is_available else "down",
+            "reason": None if state is None or state.is_available else state.reason,
+            "observer": self.source.observer_used,
+        }
 
     def turning(self, threads: list[threading.Thread]) -> bool:
         """Every thread alive, and the workers and the share supervisor turning: a dead or

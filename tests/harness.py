@@ -48,6 +48,7 @@ class Scope:
             "archive": {"path": str(self.archive)},
             "state": {"path": str(self.ledger)},
             "logging": {"format": "json", "level": "debug"},
+            "dashboard": {"listen": False},  # tests that serve it choose a free port
         }
         self.update(**overrides)
 

@@ -198,7 +198,9 @@ def test_a_ledger_of_schema_2_gets_results_and_is_read_as_it_is_until_then(
 ) -> None:
     path = tmp_path / "ledger.sqlite3"
     old = sqlite3.connect(path)
-    old.execute(V1_FRAMES.replace("duration REAL,", "duration REAL, pid INTEGER, pid_started REAL,"))
+    old.execute(
+        V1_FRAMES.replace("duration REAL,", "duration REAL, pid INTEGER, pid_started REAL,")
+    )
     old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     old.execute(
         "INSERT INTO frames (relpath, size, mtime_ns, state, header, created_at, updated_at)"

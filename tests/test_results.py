@@ -138,7 +138,9 @@ def processed(scope: Scope, names_and_results: list[tuple[str, str]]) -> list[Pa
 
 
 def test_status_shows_the_most_useful_result_fields(scope: Scope) -> None:
-    processed(scope, [("a.fit", '{"zz": 1, "stars": 41, "fwhm_arcsec": 3.14159, "x": "\\u001b[2J"}')])
+    processed(
+        scope, [("a.fit", '{"zz": 1, "stars": 41, "fwhm_arcsec": 3.14159, "x": "\\u001b[2J"}')]
+    )
     table = scope.cli("status").stdout
     assert "fwhm_arcsec=3.142 stars=41 zz=1 x=\\x1b[2J" in table  # escaped: no terminal control
 

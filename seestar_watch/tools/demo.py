@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,9 @@ class Demo:
             "archive": {"path": str(self.root / "archive")},
             "state": {"path": str(self.root / "state" / "ledger.sqlite3")},
             "logging": {"format": "json", "level": "info"},
+            # a short run: the page is for afterwards (`seestar-watch dashboard`), and a
+            # daemon of yours may hold the default port
+            "dashboard": {"listen": False},
         }
         self.config.write_text(yaml.safe_dump(settings))
 
@@ -199,6 +203,8 @@ class Demo:
             )
         if self.kept:
             self.say(f"\nconfig, ledger, archive and {self.csv.name} are kept in {self.root}")
+            config = shlex.quote(str(self.config))
+            self.say(f"see the night on a page: seestar-watch dashboard -c {config}")
         else:
             self.say("\n(all of it is removed now: --keep DIR keeps it)")
 

@@ -1,0 +1,253 @@
+"""The dashboard's HTTP server: the page, its JSON and /metrics, read-only, stdlib only.
+
+GET and HEAD only, a fixed set of paths (no file is looked up by a name from the
+request), answers that are never cached, and a Content-Security-Policy that lets
+the page run its own script and nothing else: frame names, header and result values
+are untrusted, and the page shows them as text. Bound to localhost, it also refuses
+a Host header that is not a local name, so a web page elsewhere cannot read it
+through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from seestar_watch.config import Config, Listen, url_host
+from seestar_watch.dashboard.metrics import CONTENT_TYPE, LedgerCollector, metrics_text
+from seestar_watch.dashboard.overview import Overview
+from seestar_watch.errors import UserError
+from seestar_watch.log import get_logger
+from seestar_watch.report import parse_since
+
+log = get_logger("seestar_watch.dashboard")
+
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+    " connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none';"
+    " frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+REQUEST_TIMEOUT = 10.0  # seconds an idle or slow connection may hold its thread
+
+
+class DashboardError(UserError):
+    pass
+
+
+class Dashboard:
+    """Serves `overview` on `listen` from a thread of its own until stop()."""
+
+    def __init__(self, overview: Overview, listen: Listen) -> None:
+        self.overview = overview
+        self.metrics = LedgerCollector(overview.ledger, overview.daemon_view)
+        self.listen = listen
+        self._pages = {path: _static(name) for path, (name, _) in STATIC.items()}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.listen
+        if self._server is not None:
+            port = self._server.server_address[1]
+        return f"http://{url_host(host)}:{port}/"
+
+    def start(self) -> None:
+        """Bind and serve on a thread; DashboardError (one line) when the address is taken."""
+        host, port = self.listen
+        handler = type("Handler", (_Handler,), {"dashboard": self})
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        try:
+            self._server = server_class((host, port), handler)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            hint = (
+                " (another seestar-watch, or another program, uses it):"
+                " set dashboard.listen to another port, or off"
+                if "in use" in why
+                else ": set dashboard.listen to an address of this machine, or off"
+            )
+            raise DashboardError(
+                f"cannot serve the dashboard on {url_host(host)}:{port}: {why}{hint}"
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="seestar-watch-dashboard", daemon=True
+        )
+        self._thread.start()
+
+    def serve_until(self, stopping: threading.Event) -> None:
+        self.start()
+        stopping.wait()
+        self.stop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def local_only(self) -> bool:
+        return is_local(self.listen[0])
+
+
+def is_local(name: str) -> bool:
+    """localhost, or a loopback address (127.0.0.0/8, ::1) written as one."""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _static(name: str) -> bytes:
+    return resources.files("seestar_watch.dashboard").joinpath("static", name).read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    dashboard: Dashboard
+    timeout = REQUEST_TIMEOUT
+
+    def version_string(self) -> str:
+        return "seestar-watch"
+
+    def do_GET(self) -> None:
+        self._answer(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(with_body=False)
+
+    def _not_allowed(self) -> None:
+        body = b"read-only: GET and HEAD only\n"
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, body, _TEXT, extra={"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def _answer(self, *, with_body: bool) -> None:
+        if not self._host_allowed():
+            self._send(HTTPStatus.FORBIDDEN, b"not a local name\n", "text/plain", with_body)
+            return
+        url = urlsplit(self.path)
+        try:
+            status, body, kind = self._route(url.path, parse_qs(url.query))
+        except ValueError as exc:
+            status, body, kind = HTTPStatus.BAD_REQUEST, _json({"error": str(exc)}), _JSON
+        except Exception:  # a bug or an unreadable ledger: a 500, and the server goes on
+            log.exception("dashboard.failed", path=url.path)
+            status, body, kind = HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", _TEXT
+        self._send(status, body, kind, with_body)
+
+    def _route(self, path: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, bytes, str]:
+        board = self.dashboard
+        if path in STATIC:
+            return HTTPStatus.OK, board._pages[path], STATIC[path][1]
+        if path == "/api/status":
+            return HTTPStatus.OK, _json(board.overview.status()), _JSON
+        if path == "/api/frames":
+            since = _since(query.get("since", ["0"])[-1])
+            after = _whole(query.get("after", ["0"])[-1], "after")
+            limit = _whole(query.get("limit", ["2000"])[-1], "limit")
+            return HTTPStatus.OK, _json(board.overview.frames(since, after, limit)), _JSON
+        if path == "/metrics":
+            return HTTPStatus.OK, metrics_text(board.metrics), CONTENT_TYPE
+        return HTTPStatus.NOT_FOUND, b"not found\n", _TEXT
+
+    def _host_allowed(self) -> bool:
+        if not self.dashboard.local_only:
+            return True  # opened to the network on purpose: any name may reach it
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host.startswith("["):
+            name = host[1:].partition("]")[0]
+        else:
+            name = host.rpartition(":")[0] if ":" in host else host
+        return is_local(name)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        kind: str,
+        with_body: bool = True,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("dashboard.request", request=format % args)  # escaped by the log renderer
+
+
+_JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=True, allow_nan=False).encode()
+
+
+def _since(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return parse_since(text)  # ValueError (a 400) when it is neither
+
+
+def _whole(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{name}: expected a whole number, got {text[:40]!r}")
+    return int(text)
+
+
+def serve_ledger(config: Config, listen: Listen, say: Callable[[str], None]) -> None:
+    """`seestar-watch dashboard`: the same page from the ledger alone, opened read-only,
+    while the daemon runs or after it; until SIGTERM or Ctrl-C."""
+    from seestar_watch.dashboard.overview import recorded_daemon_view
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.lifecycle import Lifecycle
+    from seestar_watch.sources import open_source
+
+    path = config.state.ledger
+    if not path.exists():
+        raise DashboardError(
+            f"no ledger at {path} yet: `seestar-watch run` makes it (with this config)"
+        )
+    lifecycle = Lifecycle(0)
+    with Ledger.reading(path) as ledger, lifecycle.handling_signals():
+        source = open_source(config.image_watcher)
+        overview = Overview(ledger, source, lambda: recorded_daemon_view(path))
+        dashboard = Dashboard(overview, listen)
+        dashboard.start()
+        say(f"dashboard at {dashboard.url} (read-only, from {path}); Ctrl-C stops it")
+        if not dashboard.local_only:
+            say("note: open to the network: anyone who can reach this port can see the night")
+        while not lifecycle.wait(1.0):
+            pass
+        dashboard.stop()

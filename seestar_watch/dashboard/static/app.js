@@ -1,0 +1,240 @@
+// seestar-watch dashboard: polls the JSON API and draws the night, with no library.
+// Everything from the share (names, header and result values) is untrusted: it only ever
+// goes into the page as text (textContent, text nodes, SVG attributes), never as HTML.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const STATES = ["done", "failed", "rejected", "running", "skipped"];
+const COLOURS = ["#5b9bd5", "#e8a33d", "#4caf7d", "#d96bb0", "#a67ad9", "#e0564b", "#52c0c0",
+  "#c9c95b", "#8d9be8", "#b98a5e"];
+const params = new URLSearchParams(location.search);
+const EVERY = Math.max(1, Number(params.get("refresh")) || 5) * 1000;  // ms between polls
+
+const night = { start: null, cursor: null, frames: new Map(), changed: false };
+const colourOf = new Map();
+
+function node(tag, className, ...children) {
+  const element = document.createElement(tag);
+  if (className) element.className = className;
+  for (const child of children) {
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+async function getJSON(url) {
+  const answer = await fetch(url, { cache: "no-store" });
+  if (!answer.ok) throw new Error(`${url}: HTTP ${answer.status}`);
+  return answer.json();
+}
+
+function clock(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function nameOf(source) {
+  return source.split("/").pop();
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "number" && !Number.isInteger(value)) return value.toPrecision(4);
+  return String(value);
+}
+
+function target(frame) {
+  return frame.OBJECT === null || frame.OBJECT === undefined ? "?" : String(frame.OBJECT).trim();
+}
+
+// -- polling ---------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    const status = await getJSON("api/status");
+    if (night.start !== status.night_start) {  // a new night: start the charts afresh
+      night.start = status.night_start;
+      night.cursor = { since: status.night_start, after: 0 };
+      night.frames.clear();
+      night.changed = true;
+    }
+    for (let more = true; more;) {
+      const page = await getJSON(
+        `api/frames?since=${night.cursor.since}&after=${night.cursor.after}`);
+      for (const frame of page.frames) night.frames.set(frame.id, frame);
+      night.changed = night.changed || page.frames.length > 0;
+      night.cursor = page.next;
+      more = page.more;
+    }
+    showStatus(status);
+    if (night.changed) showCharts(status.useful_fields);
+    night.changed = false;
+    document.getElementById("problem").hidden = true;
+    document.body.dataset.loaded = "true";
+  } catch (error) {
+    const problem = document.getElementById("problem");
+    problem.textContent = `Cannot reach seestar-watch: ${error.message}; trying again.`;
+    problem.hidden = false;
+  }
+  setTimeout(refresh, EVERY);
+}
+
+// -- status, counts, failures, recent frames ---------------------------------------------
+
+function showStatus(status) {
+  const daemon = status.daemon || {};
+  document.getElementById("watch-path").textContent = daemon.watch_path || status.ledger;
+  const share = document.getElementById("share");
+  const word = { up: "share up", down: "share down", waiting: "waiting for the share" };
+  share.textContent = daemon.running === false ? "daemon not running"
+    : word[daemon.share] || "share: checking";
+  share.className = `pill ${daemon.running === false ? "" : daemon.share || ""}`;
+  share.title = daemon.reason || "";
+  document.getElementById("observer").textContent =
+    daemon.observer && daemon.running !== false ? `observer: ${daemon.observer}` : "";
+  document.getElementById("updated").textContent =
+    `updated ${new Date(status.now * 1000).toLocaleTimeString()}`;
+  document.getElementById("pending").textContent = status.pending;
+
+  const counts = document.getElementById("counts");
+  counts.replaceChildren(...STATES.map((state) => {
+    const card = node("div", "card", node("div", "label", state),
+      node("div", `value state-${state}`, status.counts[state]));
+    card.dataset.state = state;
+    return card;
+  }));
+
+  const last = status.last_frame;
+  document.getElementById("last-frame").textContent =
+    last ? `${nameOf(last.source)} (${target(last)}): ${last.state}` : "none yet";
+  document.getElementById("last-frame-when").textContent = last ? clock(last.updated_at) : "";
+
+  showFailures(status.failures);
+  showRecent(status.frames, status.useful_fields);
+}
+
+function showFailures(failures) {
+  const body = document.querySelector("#failures tbody");
+  body.replaceChildren(...failures.map((frame) => node("tr", "",
+    node("td", "", clock(frame.updated_at)), node("td", "name", nameOf(frame.source)),
+    node("td", "", frame.attempts), node("td", "", shown(frame.exit_code)),
+    node("td", "name", frame.reason || ""))));
+  document.getElementById("no-failures").hidden = failures.length > 0;
+}
+
+function resultFields(frames, useful) {
+  const seen = new Set();
+  for (const frame of frames) for (const key of Object.keys(frame.result || {})) seen.add(key);
+  const first = useful.filter((key) => seen.has(key));
+  return first.concat([...seen].filter((key) => !first.includes(key))).slice(0, 6);
+}
+
+function showRecent(frames, useful) {
+  const fields = resultFields(frames, useful);
+  const head = document.querySelector("#recent thead tr");
+  head.replaceChildren(...["time", "target", "state", "tries", "exit", ...fields, "frame"]
+    .map((title) => node("th", "", title)));
+  const body = document.querySelector("#recent tbody");
+  body.replaceChildren(...frames.map((frame) => {
+    const result = frame.result || {};
+    const row = node("tr", "",
+      node("td", "", clock(frame.updated_at)), node("td", "", target(frame)),
+      node("td", `state-${frame.state}`, frame.state), node("td", "", frame.attempts),
+      node("td", "", shown(frame.exit_code)),
+      ...fields.map((key) => node("td", "", shown(result[key]))),
+      node("td", "name", nameOf(frame.source)));
+    row.dataset.id = frame.id;
+    return row;
+  }));
+}
+
+// -- charts: every numeric result field against DATE-OBS, one series per target -----------
+
+function showCharts(useful) {
+  const points = new Map();  // field -> [{t, y, target, frame}]
+  for (const frame of night.frames.values()) {
+    if (frame.state !== "done" || !frame.result) continue;
+    const t = Date.parse(frame.observed_at);
+    for (const [key, value] of Object.entries(frame.result)) {
+      if (typeof value !== "number" || !Number.isFinite(value)) continue;
+      if (!points.has(key)) points.set(key, []);
+      points.get(key).push({ t, y: value, target: target(frame), frame });
+    }
+  }
+  const fields = [...useful.filter((key) => points.has(key)),
+    ...[...points.keys()].filter((key) => !useful.includes(key)).sort()];
+  const targets = [...new Set([...points.values()].flat().map((p) => p.target))].sort();
+  targets.forEach((name) => {
+    if (!colourOf.has(name)) colourOf.set(name, COLOURS[colourOf.size % COLOURS.length]);
+  });
+  const legend = document.getElementById("legend");
+  legend.replaceChildren(...targets.map((name) => {
+    const entry = node("span", "", name);
+    entry.style.setProperty("--swatch", colourOf.get(name));
+    return entry;
+  }));
+  document.getElementById("night").textContent = night.start
+    ? `since ${new Date(night.start * 1000).toLocaleString()}` : "";
+  const charts = document.getElementById("charts");
+  charts.replaceChildren(...fields.map((field) => chart(field, points.get(field))));
+  if (!fields.length) charts.append(node("p", "muted", "No results yet: a pipeline that"
+    + " writes $SEESTAR_WATCH_RESULT (quicklook does) fills these charts."));
+}
+
+function chart(field, points) {
+  const W = 460, H = 190, L = 52, R = 10, T = 8, B = 24;
+  const ts = points.map((p) => p.t), ys = points.map((p) => p.y);
+  let [t0, t1] = [Math.min(...ts), Math.max(...ts)];
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (t1 === t0) { t0 -= 60000; t1 += 60000; }
+  const pad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.05 || 1;
+  y0 -= pad; y1 += pad;
+  const brighterUp = /mag/i.test(field);  // magnitudes: brighter (smaller) is higher
+  const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
+  const y = (v) => brighterUp ? T + (v - y0) / (y1 - y0) * (H - T - B)
+    : H - B - (v - y0) / (y1 - y0) * (H - T - B);
+
+  const drawing = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `${field} over the night`, "data-field": field });
+  drawing.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  drawing.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  // enough decimals to tell the ticks apart (a magnitude range of 0.01 needs three)
+  const digits = Math.min(6, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
+  for (let i = 0; i <= 3; i++) {
+    const v = y0 + (y1 - y0) * i / 3;
+    drawing.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
+    const t = t0 + (t1 - t0) * i / 3;
+    drawing.append(svg("text", { x: x(t), y: H - 6, "text-anchor": ["start", "middle", "middle", "end"][i] },
+      new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  }
+  const byTarget = new Map();
+  for (const p of points) {
+    if (!byTarget.has(p.target)) byTarget.set(p.target, []);
+    byTarget.get(p.target).push(p);
+  }
+  for (const [name, series] of byTarget) {
+    const colour = colourOf.get(name);
+    series.sort((a, b) => a.t - b.t);
+    drawing.append(svg("polyline", { stroke: colour,
+      points: series.map((p) => `${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ") }));
+    for (const p of series) {
+      const dot = svg("circle", { class: "point", cx: x(p.t).toFixed(1), cy: y(p.y).toFixed(1),
+        r: 2.5, fill: colour, "data-target": name });
+      dot.append(svg("title", {}, `${name} at ${clock(p.frame.observed_at)}: `
+        + `${field} = ${shown(p.y)} (${nameOf(p.frame.source)})`));
+      drawing.append(dot);
+    }
+  }
+  const box = node("div", "chart", node("h3", "", field));
+  box.append(drawing);
+  return box;
+}
+
+refresh();
