@@ -45,7 +45,7 @@ class LedgerCollector:
             "How long the pipeline command ran, per run that has a duration.",
             buckets=[
                 *(
-                    (floatToGoString(bound), n)  # "1.0", as prometheus-client's own Histogram
+                    (floatToGoString(bound), n)  # type: ignore[no-untyped-call]  # "1.0", as its Histogram
                     for bound, n in zip(DURATION_BUCKETS, below, strict=True)
                 ),
                 ("+Inf", count),
