@@ -332,3 +332,23 @@ def test_a_stopped_daemons_view_says_it_is_not_running(tmp_path: Path) -> None:
     (tmp_path / "ledger.sqlite3.daemon.json").write_text(json.dumps(view))
     seen = recorded_daemon_view(ledger)  # pid 1 runs, but did not start at 0: not it
     assert seen["running"] is False and seen["share"] == "unknown"
+
+
+def test_connections_that_send_nothing_cost_at_most_a_bounded_number_of_threads(
+    served: tuple[int, Ledger, Path],
+) -> None:
+    import threading
+
+    from seestar_watch.dashboard.server import CONNECTIONS
+
+    port, _, _ = served
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS + 20)]
+    try:
+        wait_for(lambda: threading.active_count() >= before + CONNECTIONS)
+        assert threading.active_count() <= before + CONNECTIONS
+    finally:
+        for connection in idle:
+            connection.close()
+    wait_for(lambda: threading.active_count() <= before + 1)
+    assert get(port, "/api/status")[0] == 200  # and it serves again once they are gone

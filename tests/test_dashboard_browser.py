@@ -77,7 +77,8 @@ def test_the_page_shows_the_night_updates_itself_and_runs_no_name_as_html(
         return str(card.text)
 
     def points(field: str) -> int:
-        return len(browser.find_elements(By.CSS_SELECTOR, f'svg[data-field="{field}"] .point'))
+        drawn = browser.find_elements(By.CSS_SELECTOR, f'svg[data-field="{field}"] path.points')
+        return sum(int(path.get_attribute("data-points")) for path in drawn)
 
     assert done_count() == "2"
     assert points("stars") == 2 and points("fwhm_arcsec") == 2

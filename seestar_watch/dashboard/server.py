@@ -44,6 +44,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 REQUEST_TIMEOUT = 10.0  # seconds an idle or slow connection may hold its thread
+CONNECTIONS = 32  # requests served at once; more are closed at once
 
 
 class DashboardError(UserError):
@@ -58,7 +59,7 @@ class Dashboard:
         self.metrics = LedgerCollector(overview.ledger, overview.daemon_view)
         self.listen = listen
         self._pages = {path: _static(name) for path, (name, _) in STATIC.items()}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -72,7 +73,7 @@ class Dashboard:
         """Bind and serve on a thread; DashboardError (one line) when the address is taken."""
         host, port = self.listen
         handler = type("Handler", (_Handler,), {"dashboard": self})
-        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        server_class = _IPv6Server if ":" in host else _Server
         try:
             self._server = server_class((host, port), handler)
         except OSError as exc:
@@ -86,7 +87,6 @@ class Dashboard:
             raise DashboardError(
                 f"cannot serve the dashboard on {url_host(host)}:{port}: {why}{hint}"
             ) from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="seestar-watch-dashboard", daemon=True
         )
@@ -118,7 +118,30 @@ def is_local(name: str) -> bool:
         return False
 
 
-class _IPv6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """At most CONNECTIONS requests at once: a client on the LAN that opens connections
+    without end gets them closed, instead of a thread each."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._slots = threading.BoundedSemaphore(CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 

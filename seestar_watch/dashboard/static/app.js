@@ -8,6 +8,7 @@ const STATES = ["done", "failed", "rejected", "running", "skipped"];
 const COLOURS = ["#5b9bd5", "#e8a33d", "#4caf7d", "#d96bb0", "#a67ad9", "#e0564b", "#52c0c0",
   "#c9c95b", "#8d9be8", "#b98a5e"];
 const params = new URLSearchParams(location.search);
+const MAX_CHARTS = 16;
 const EVERY = Math.max(1, Number(params.get("refresh")) || 5) * 1000;  // ms between polls
 
 const night = { start: null, cursor: null, frames: new Map(), changed: false };
@@ -77,6 +78,9 @@ async function refresh() {
     if (night.changed) showCharts(status.useful_fields);
     night.changed = false;
     document.getElementById("problem").hidden = true;
+    if (!document.body.dataset.loaded) {  // how long the first full load took (benchmarks)
+      document.body.dataset.loadedMs = Math.round(performance.now());
+    }
     document.body.dataset.loaded = "true";
   } catch (error) {
     const problem = document.getElementById("problem");
@@ -168,8 +172,9 @@ function showCharts(useful) {
       points.get(key).push({ t, y: value, target: target(frame), frame });
     }
   }
-  const fields = [...useful.filter((key) => points.has(key)),
+  const all = [...useful.filter((key) => points.has(key)),
     ...[...points.keys()].filter((key) => !useful.includes(key)).sort()];
+  const fields = all.slice(0, MAX_CHARTS);  // a result may hold thousands of keys
   const targets = [...new Set([...points.values()].flat().map((p) => p.target))].sort();
   targets.forEach((name) => {
     if (!colourOf.has(name)) colourOf.set(name, COLOURS[colourOf.size % COLOURS.length]);
@@ -184,12 +189,16 @@ function showCharts(useful) {
     ? `since ${new Date(night.start * 1000).toLocaleString()}` : "";
   const charts = document.getElementById("charts");
   charts.replaceChildren(...fields.map((field) => chart(field, points.get(field))));
+  if (all.length > fields.length) {
+    charts.append(node("p", "muted", `and ${all.length - fields.length} more numeric fields:`
+      + " seestar-watch export has them all."));
+  }
   if (!fields.length) charts.append(node("p", "muted", "No results yet: a pipeline that"
     + " writes $SEESTAR_WATCH_RESULT (quicklook does) fills these charts."));
 }
 
 function chart(field, points) {
-  const W = 460, H = 190, L = 52, R = 10, T = 8, B = 24;
+  const W = 460, H = 190, L = 58, R = 10, T = 8, B = 24;
   const ts = points.map((p) => p.t), ys = points.map((p) => p.y);
   let [t0, t1] = [Math.min(...ts), Math.max(...ts)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
@@ -206,7 +215,7 @@ function chart(field, points) {
   drawing.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
   drawing.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
   // enough decimals to tell the ticks apart (a magnitude range of 0.01 needs three)
-  const digits = Math.min(6, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
+  const digits = Math.min(3, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
   for (let i = 0; i <= 3; i++) {
     const v = y0 + (y1 - y0) * i / 3;
     drawing.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
@@ -219,19 +228,30 @@ function chart(field, points) {
     if (!byTarget.has(p.target)) byTarget.set(p.target, []);
     byTarget.get(p.target).push(p);
   }
+  // One line and one path of dots per target, not an element per point: a night of
+  // 3,000 frames and 7 fields would otherwise be 20,000 elements to build every time.
   for (const [name, series] of byTarget) {
     const colour = colourOf.get(name);
     series.sort((a, b) => a.t - b.t);
-    drawing.append(svg("polyline", { stroke: colour,
-      points: series.map((p) => `${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ") }));
-    for (const p of series) {
-      const dot = svg("circle", { class: "point", cx: x(p.t).toFixed(1), cy: y(p.y).toFixed(1),
-        r: 2.5, fill: colour, "data-target": name });
-      dot.append(svg("title", {}, `${name} at ${clock(p.frame.observed_at)}: `
-        + `${field} = ${shown(p.y)} (${nameOf(p.frame.source)})`));
-      drawing.append(dot);
-    }
+    const xy = series.map((p) => [x(p.t).toFixed(1), y(p.y).toFixed(1)]);
+    drawing.append(svg("polyline", { stroke: colour, points: xy.map((c) => c.join(",")).join(" ") }));
+    drawing.append(svg("path", { class: "points", stroke: colour, "data-target": name,
+      "data-points": series.length, d: xy.map(([px, py]) => `M${px} ${py}h0`).join("") }));
   }
+  // hovering shows the nearest frame: its target, time, value and name
+  const readout = svg("text", { class: "readout", x: W - R, y: T + 10, "text-anchor": "end" }, "");
+  drawing.append(readout);
+  const byTime = [...points].sort((a, b) => a.t - b.t);
+  drawing.addEventListener("mousemove", (event) => {
+    const box = drawing.getBoundingClientRect();
+    const t = t0 + ((event.clientX - box.left) / box.width * W - L) / (W - L - R) * (t1 - t0);
+    let lo = 0, hi = byTime.length - 1;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (byTime[mid].t < t) lo = mid + 1; else hi = mid; }
+    const near = lo > 0 && Math.abs(byTime[lo - 1].t - t) < Math.abs(byTime[lo].t - t) ? byTime[lo - 1] : byTime[lo];
+    readout.textContent = `${near.target} ${clock(near.frame.observed_at)}: ${shown(near.y)}`
+      + ` (${nameOf(near.frame.source)})`;
+  });
+  drawing.addEventListener("mouseleave", () => { readout.textContent = ""; });
   const box = node("div", "chart", node("h3", "", field));
   box.append(drawing);
   return box;
