@@ -38,7 +38,9 @@ NIGHTS, PER_NIGHT = 30, 3_334  # 100,020 frames
 def real_header() -> dict[str, object]:
     raw = (ROOT / "tests" / "data" / "s50_fw427_m94.hdr").read_bytes()
     header = fits.Header.fromstring(raw.decode("ascii"))
-    return {key: value for key, value in header.items() if key and key not in ("COMMENT", "HISTORY")}
+    return {
+        key: value for key, value in header.items() if key and key not in ("COMMENT", "HISTORY")
+    }
 
 
 def build_ledger(path: Path) -> None:
@@ -53,7 +55,9 @@ def build_ledger(path: Path) -> None:
             when = start + timedelta(seconds=10 * n)
             target = ("M 42", "NGC 2244")[n * 2 // PER_NIGHT]
             header = {**base, "OBJECT": target, "DATE-OBS": when.astimezone(UTC).isoformat()[:26]}
-            state = "failed" if rng.random() < 0.01 else "rejected" if rng.random() < 0.005 else "done"
+            state = (
+                "failed" if rng.random() < 0.01 else "rejected" if rng.random() < 0.005 else "done"
+            )
             result = {
                 "background": round(1200 + rng.gauss(0, 30), 1),
                 "noise": round(11 + rng.gauss(0, 0.5), 3),
@@ -102,7 +106,9 @@ def timed_gets(port: int, path: str, count: int) -> list[float]:
 
 def line(what: str, times: list[float], target: str) -> None:
     median, p95 = sorted(times)[len(times) // 2], percentile(times, 0.95)
-    print(f"| {what} | {median * 1000:.1f} ms | p95 {p95 * 1000:.1f} ms, n={len(times)} | {target} |")
+    print(
+        f"| {what} | {median * 1000:.1f} ms | p95 {p95 * 1000:.1f} ms, n={len(times)} | {target} |"
+    )
 
 
 def api(config: Path, ledger: Path) -> int:
@@ -142,9 +148,17 @@ def first_load(port: int, runs: int = 10) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or ""
     profile = tempfile.mkdtemp(prefix="bench-chromium-")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--window-size=1280,1000", f"--user-data-dir={profile}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(argument)  # fmt: skip
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     times, frames = [], 0
@@ -156,7 +170,9 @@ def first_load(port: int, runs: int = 10) -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the page did not finish loading in 30 s")
                 time.sleep(0.01)
-            times.append(float(driver.execute_script("return document.body.dataset.loadedMs")) / 1000)
+            times.append(
+                float(driver.execute_script("return document.body.dataset.loadedMs")) / 1000
+            )
             frames = driver.execute_script(
                 "return [...document.querySelectorAll('path.points')]"
                 ".reduce((n, path) => n + Number(path.dataset.points), 0)"
@@ -164,7 +180,11 @@ def first_load(port: int, runs: int = 10) -> None:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-    line(f"page's first load, navigation to the night drawn ({frames:,} chart points)", times[1:], "<= 1 s")
+    line(
+        f"page's first load, navigation to the night drawn ({frames:,} chart points)",
+        times[1:],
+        "<= 1 s",
+    )
 
 
 def idle(root: Path, ledger: Path, minutes: float) -> None:

@@ -36,10 +36,11 @@ def main() -> int:
     seestar_watch = [sys.executable, "-m", "seestar_watch"]
     subprocess.run([*seestar_watch, "demo", "--frames", frames, "--keep", str(night)], check=True)
     port = free_port()
+    config = str(night / "config.yaml")
     server = subprocess.Popen(
-        [*seestar_watch, "dashboard", "-c", str(night / "config.yaml"), "--listen", f"127.0.0.1:{port}"],
+        [*seestar_watch, "dashboard", "-c", config, "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
-    )  # fmt: skip
+    )
     profile = tempfile.mkdtemp(prefix="screenshot-chromium-")
     try:
         assert server.stdout is not None

@@ -21,6 +21,7 @@ import psutil
 
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import USEFUL_FIELDS, frame_view, status_from
+from seestar_watch.sources import Source
 
 RECENT = 50  # frames in the table
 FAILURES = 20  # failed frames listed with their reasons
@@ -30,7 +31,7 @@ DaemonView = Callable[[], dict[str, Any]]
 
 
 class Overview:
-    def __init__(self, ledger: Ledger, source: Any, daemon_view: DaemonView) -> None:
+    def __init__(self, ledger: Ledger, source: Source, daemon_view: DaemonView) -> None:
         self.ledger = ledger
         self.source = source
         self.daemon_view = daemon_view
