@@ -80,9 +80,35 @@ def check_config(config_path: Path | None) -> None:
     preflight.require(config)
     for line in describe(config):
         click.echo(line)
-    if warning := low_space(config.state.ledger):
-        click.echo(f"warning: {warning}")
+    for warning in (low_space(config.state.ledger), preflight.readable_secrets(config)):
+        if warning:
+            click.echo(f"warning: {warning}")
     click.echo("config ok")
+
+
+@cli.command("alert-test")
+@config_option
+def alert_test(config_path: Path | None) -> None:
+    """Send one test message to every alerts.urls entry and say, per URL, whether it went.
+
+    Exits 0 when every one went, 1 otherwise.
+    """
+    config = load(config_path)
+    from seestar_watch import preflight
+
+    if not config.alerts.urls:
+        raise UserError(f"alerts.urls is empty in {config.source}: nothing to test")
+    preflight.require(config)
+    from seestar_watch.alerts import trial_alert
+    from seestar_watch.alertsender import AlertSender
+
+    trial = trial_alert(str(config.image_watcher.watch_path))
+    results = AlertSender(config.alerts.urls).send_now(trial)
+    for url, went in results:
+        click.echo(f"{'sent' if went else 'FAILED'}  {url}")
+    if warning := preflight.readable_secrets(config):
+        click.echo(f"warning: {warning}")
+    sys.exit(0 if all(went for _, went in results) else 1)
 
 
 @cli.command("check-mount")

@@ -314,6 +314,80 @@ class DashboardConfig:
     listen: Listen | None = setting(listen_address, DEFAULT_LISTEN)
 
 
+@dataclass(frozen=True)
+class ResultLimit:
+    """An alert when a result field goes below `below` or above `above`."""
+
+    below: float | None = None
+    above: float | None = None
+
+    def crossed(self, value: float) -> bool:
+        return (self.below is not None and value < self.below) or (
+            self.above is not None and value > self.above
+        )
+
+    def __str__(self) -> str:
+        parts = [f"below {self.below:g}"] if self.below is not None else []
+        parts += [f"above {self.above:g}"] if self.above is not None else []
+        return " or ".join(parts)
+
+
+def finite(value: Any, key: str, problems: list[str]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return _expected(problems, key, "a number", value)
+    return float(value)
+
+
+def result_limits(value: Any, key: str, problems: list[str]) -> Any:
+    """`{stars: {below: 20}, fwhm_arcsec: {above: 6}}`: a result field and its limits."""
+    if not isinstance(value, Mapping):
+        return _expected(problems, key, "a mapping of result field: {below: N, above: N}", value)
+    limits, ok = {}, True
+    for name, limit in value.items():
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not name:
+            return _expected(problems, key, "result field names", name)
+        if not isinstance(limit, Mapping) or not limit or set(limit) - {"below", "above"}:
+            _expected(problems, where, "{below: N} and/or {above: N}", limit)
+            ok = False
+            continue
+        numbers = {
+            edge: number(-math.inf)(limit[edge], f"{where}.{edge}", problems) for edge in limit
+        }
+        if any(n is INVALID for n in numbers.values()):
+            ok = False
+            continue
+        limits[name] = ResultLimit(**numbers)
+    return limits if ok else INVALID
+
+
+def clock_time(value: Any, key: str, problems: list[str]) -> Any:
+    """A local time of day, "HH:MM" (24 h), or null."""
+    if value is None:
+        return None
+    hours, colon, minutes = str(value).partition(":")
+    if (
+        not isinstance(value, str)
+        or not colon
+        or not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2)
+        or int(hours) > 23
+        or int(minutes) > 59
+    ):
+        return _expected(problems, key, 'a local time "HH:MM" (e.g. "07:30"), or null', value)
+    return f"{int(hours):02d}:{minutes}"
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    urls: tuple[str, ...] = setting(string_list, ())  # apprise URLs; checked by preflight
+    share_lost_after: float = setting(number(0), 300.0)
+    min_interval: float = setting(number(0), 600.0)
+    stalled_after: float = setting(number(0, above=True), 900.0)
+    results: dict[str, ResultLimit] = setting(result_limits, factory=dict)
+    results_frames: int = setting(integer(1), 3)
+    summary_at: str | None = setting(clock_time, None)
+
+
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -333,6 +407,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def folder(self) -> Path:
@@ -347,6 +422,7 @@ SECTIONS: dict[str, type[Any]] = {
     "state": StateConfig,
     "logging": LoggingConfig,
     "dashboard": DashboardConfig,
+    "alerts": AlertsConfig,
 }
 REQUIRED_SECTIONS = ("image_watcher", "pipeline")
 Section = TypeVar("Section")

@@ -3,6 +3,7 @@
     config -> ledger (held alone) -> source -> settle -> intake -> ledger
            -> workers: processor (archive copy -> pipeline -> ledger)
     ledger (read-only) -> dashboard (its own threads; off with dashboard.listen: off)
+    share, intake, workers -> alert rules -> (main loop, each second) -> alert sender
 
 Three kinds of thread, each with one job:
 - share: asks the source whether it is there (bounded) and only sets flags;
@@ -19,8 +20,9 @@ import threading
 import time
 from typing import Any
 
-from seestar_watch import children, intake
+from seestar_watch import children, intake, preflight
 from seestar_watch import share as share_module
+from seestar_watch.alerts import AlertRules, Outcome, night_figures
 from seestar_watch.config import Config
 from seestar_watch.dashboard import overview
 from seestar_watch.dashboard.server import Dashboard, DashboardError
@@ -42,6 +44,8 @@ STATUS_EVERY = 5.0  # seconds between two STATUS= lines to systemd
 # a worker or the share supervisor that has not turned for this long (plus mount_retry,
 # the supervisor's longest sleep) is stuck: the systemd watchdog is no longer fed
 STALL_LIMIT = 30.0
+ALERTS_FLUSH = 5.0  # seconds a stopping daemon gives queued alerts
+SETTLE_MARGIN = 5.0  # after debounce_delay, a catch-up's frames are in the ledger
 
 
 class Daemon:
@@ -68,6 +72,8 @@ class Daemon:
         self._watch: Watch | None = None
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
+        self.alerts: AlertRules | None = None  # with alerts.urls, while run() runs
+        self._sender: Any = None
         self.share.on_turn = self.lifecycle.beat
         self.lifecycle.on_stop(self._wake_everyone)
         self.lifecycle.on_stop(self.share.poke)
@@ -101,7 +107,7 @@ class Daemon:
                 self.source,
                 ledger,
                 self.share,
-                on_pending=self._wake_workers,
+                on_pending=self._frame_arrived,
                 process_existing=self.process_existing,
                 asked_to_process_existing=self._asked_to_process_existing,
                 first_start=ledger.first_started_at() if ledger.is_new() else None,
@@ -125,6 +131,7 @@ class Daemon:
     def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
         processor = self._processor(ledger)
         processor.clean_archive()
+        self._start_alerts(ledger)
         threads = [
             self._thread("share", self.share.run),
             self._thread("intake", watch.run, self.lifecycle.stopping),
@@ -153,16 +160,39 @@ class Daemon:
                 next_status = time.monotonic() + STATUS_EVERY
             if view != (view := self.view()):
                 overview.write_daemon_view(ledger.path, view)
+            if self.alerts is not None:
+                for alert in self.alerts.due():
+                    self._sender.send(alert)  # queued: sending never holds this loop
         notifier.stopping("stopping: letting a running command finish")
         if dashboard is not None:
             dashboard.stop()
             dashboard.overview.ledger.close()
         self._shutdown(threads, watch)
+        if self._sender is not None:
+            self._sender.stop(ALERTS_FLUSH)
         if ledger.in_trouble:
             raise UserError(
                 f"stopped while the ledger {ledger.path} could not be written (see"
                 " ledger.unwritable); frames not recorded are run again at the next start"
             )
+
+    def _start_alerts(self, ledger: Ledger) -> None:
+        """The alert rules and their sender (apprise), when alerts.urls has any."""
+        options = self.config.alerts
+        if not options.urls:
+            return
+        from seestar_watch.alertsender import AlertSender
+
+        self.alerts = AlertRules(
+            options,
+            settle_time=self.config.image_watcher.debounce_delay + SETTLE_MARGIN,
+            summarize=lambda since: night_figures(ledger.seen_since(since)),
+        )
+        self._sender = AlertSender(options.urls)
+        self._sender.start()
+        log.info("alerts.ready", urls=[target.url for target in self._sender.targets])
+        if warning := preflight.readable_secrets(self.config):
+            log.warning("alerts.config_readable", warning=warning)
 
     def _start_dashboard(self, ledger: Ledger) -> Dashboard | None:
         """The page, from a read-only connection of its own; a port in use is one log line
@@ -223,8 +253,17 @@ class Daemon:
 
     def _processor(self, ledger: Ledger) -> FrameProcessor:
         return FrameProcessor(
-            self.config, ledger, self.source, self.lifecycle.should_abort, self.share_answers
+            self.config,
+            ledger,
+            self.source,
+            self.lifecycle.should_abort,
+            self.share_answers,
+            on_outcome=self._frame_finished,
         )
+
+    def _frame_finished(self, outcome: Outcome) -> None:
+        if self.alerts is not None:
+            self.alerts.frame_finished(outcome)
 
     def status_line(self, ledger: Ledger) -> str:
         """What the daemon is doing, in one line (systemctl status shows it)."""
@@ -282,11 +321,21 @@ class Daemon:
     def _share_up(self, state: ShareState) -> None:
         if self._watch is not None:
             self._watch.share_came_up = True
+        if self.alerts is not None:
+            self.alerts.share_changed(True)
         self._wake_everyone()
 
     def _share_down(self, state: ShareState) -> None:
         if self._watch is not None:
             self._watch.wake.set()
+        if self.alerts is not None:
+            self.alerts.share_changed(False, state.reason)
+
+    def _frame_arrived(self) -> None:
+        """A frame finished arriving and waits in the ledger (intake thread)."""
+        if self.alerts is not None:
+            self.alerts.frame_arrived()
+        self._wake_workers()
 
     # -- the workers ---------------------------------------------------------------
 

@@ -36,7 +36,27 @@ def problems(config: Config) -> list[str]:
         found += _unwritable("state.path", ledger.parent, "the ledger")
     if config.archive.enabled:
         found += _unwritable("archive.path", config.archive.folder, "the archive")
+    if config.alerts.urls:  # apprise knows which schemes and fields it supports
+        from seestar_watch.alertsender import url_problems
+
+        found += url_problems(config.alerts.urls)
     return found
+
+
+def readable_secrets(config: Config) -> str | None:
+    """A warning when the config holds alert URLs (tokens, passwords) and others may read it."""
+    if not config.alerts.urls:
+        return None
+    try:
+        mode = config.source.stat().st_mode
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"{config.source} holds alerts.urls (tokens and passwords) and other users may read"
+        f" it: chmod 600 {config.source}"
+    )
 
 
 def require(config: Config) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seestar_watch import children
+from seestar_watch.alerts import TAIL_LINES, Outcome
 from seestar_watch.archive import (
     ArchiveError,
     ShareUnavailable,
@@ -46,12 +48,15 @@ class FrameProcessor:
         source: Source,
         should_abort: Callable[[], bool],
         share_ok: Callable[[], bool],
+        *,
+        on_outcome: Callable[[Outcome], None] = lambda outcome: None,
     ) -> None:
         self.config = config
         self.ledger = ledger
         self.source = source
         self.should_abort = should_abort
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
+        self.on_outcome = on_outcome  # how a frame ended for good (the alerts)
 
     def clean_archive(self) -> None:
         """At start: temporaries of copies cut off by a power cut go (the copies are redone)."""
@@ -75,7 +80,9 @@ class FrameProcessor:
             raise  # the ledger could not be written and the daemon is stopping: not a bug
         except Exception as exc:  # a bug: keep the frame (failed, retryable) and keep going
             log.exception("worker.crashed", frame=frame.version.name)
-            self.ledger.finish(frame.id, "failed", reason=f"internal error: {exc!r}")
+            reason = f"internal error: {exc!r}"
+            self.ledger.finish(frame.id, "failed", reason=reason)
+            self.on_outcome(Outcome(frame.version.name, "failed", reason=reason))
             return "failed"
 
     def _process(self, frame: Frame) -> str:
@@ -91,6 +98,7 @@ class FrameProcessor:
                 return self._postpone(frame, f"share unavailable: {exc}", bound)
             self.ledger.finish(frame.id, "rejected", reason=str(exc))
             bound.warning("frame.rejected", reason=str(exc))
+            self.on_outcome(Outcome(relpath, "rejected", reason=str(exc)))
             return "rejected"
         except ArchiveError as exc:
             return self._failed_attempt(frame, None, None, f"archive: {exc}", bound)
@@ -129,6 +137,12 @@ class FrameProcessor:
         }
         argv = resolve_program(expand(pipeline.command, values))
         bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last words, for a failure's alert
+
+        def on_line(stream: str, line: str) -> None:
+            tail.append(line)
+            bound.info("pipeline.output", stream=stream, line=line)
+
         with result_file() as result_path:
             result = run_command(
                 argv,
@@ -139,9 +153,7 @@ class FrameProcessor:
                 timeout=pipeline.timeout,
                 cwd=self.config.folder,  # relative paths in the command mean the config's folder
                 should_abort=self.should_abort,
-                on_line=lambda stream, line: bound.info(
-                    "pipeline.output", stream=stream, line=line
-                ),
+                on_line=on_line,
             )
             measured = _result_of(result_path, bound) if result.succeeded else None
         if result.pid is not None:
@@ -162,11 +174,14 @@ class FrameProcessor:
             self.ledger.finish(
                 frame.id, "done", exit_code=0, duration=result.duration, result=measured
             )
+            self.on_outcome(Outcome(relpath, "done", 0, result=measured))
             return "done"
         if path == source and not self.share_ok():  # it read from the share, which went away
             return self._postpone(frame, "share unavailable during the run", bound)
         reason = result.error or _describe_failure(result, pipeline.timeout)
-        return self._failed_attempt(frame, result.exit_code, result.duration, reason, bound)
+        return self._failed_attempt(
+            frame, result.exit_code, result.duration, reason, bound, tail=tuple(tail)
+        )
 
     def _postpone(self, frame: Frame, reason: str, bound: Any) -> str:
         self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
@@ -174,7 +189,14 @@ class FrameProcessor:
         return "postponed"
 
     def _failed_attempt(
-        self, frame: Frame, exit_code: int | None, duration: float | None, reason: str, bound: Any
+        self,
+        frame: Frame,
+        exit_code: int | None,
+        duration: float | None,
+        reason: str,
+        bound: Any,
+        *,
+        tail: tuple[str, ...] = (),
     ) -> str:
         pipeline = self.config.pipeline
         if frame.attempts <= pipeline.retries:
@@ -190,6 +212,7 @@ class FrameProcessor:
             frame.id, "failed", exit_code=exit_code, duration=duration, reason=reason
         )
         bound.error("frame.failed", reason=reason, attempts=frame.attempts)
+        self.on_outcome(Outcome(frame.version.name, "failed", exit_code, reason, tail))
         return "failed"
 
 
