@@ -3,9 +3,9 @@
 The daemon hands an alert over with `send()`, which only puts it on a bounded queue
 (full: the oldest alert is dropped, with a log line). One thread sends each alert to
 every URL with a timeout per try and a few retries with growing waits; a failure is
-logged (`alert.failed`) and never raised. URLs hold tokens and passwords: they are
-only ever shown masked, and apprise's own log lines (which may quote them) are kept
-out of ours.
+logged (`alert.failed`) and never raised. URLs hold tokens and passwords: a URL is
+named by its place in `alerts.urls` and its service, never shown, and apprise's own
+log lines (which may quote them) are kept out of ours.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import apprise
 
@@ -32,49 +31,38 @@ QUEUE_SIZE = 50  # alerts waiting; beyond it the oldest goes
 logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 
-def masked(url: str) -> str:
-    """The URL with its secrets hidden, as apprise masks them (or scheme and host only)."""
-    target = apprise.Apprise.instantiate(url)
-    if target is not None:
-        return _shown(target)
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname or '...'}/..."
-    except ValueError:
-        return "(not a URL)"
-
-
 def url_problems(urls: tuple[str, ...]) -> list[str]:
-    """One line per URL apprise cannot use (check-config and run)."""
+    """One line per URL apprise cannot use (check-config and run), naming only its scheme."""
     return [
-        f"alerts.urls[{n}]: {masked(url)} is not a notification URL apprise knows (see"
-        " https://github.com/caronc/apprise/wiki for the schemes and their fields)"
+        f"alerts.urls[{n}]: not a notification URL apprise knows (scheme {_scheme(url)!r};"
+        " see https://github.com/caronc/apprise/wiki for the services and their URLs)"
         for n, url in enumerate(urls)
         if apprise.Apprise.instantiate(url) is None
     ]
 
 
+def _scheme(url: str) -> str:
+    return url.partition("://")[0][:20] if "://" in url else "none"
+
+
 @dataclass(frozen=True)
 class _Target:
-    url: str  # masked
+    label: str  # how logs and alert-test name it: its place in the list and the service
     plugin: Any
 
 
 def _targets(urls: tuple[str, ...], timeout: float) -> list[_Target]:
+    """The URLs as apprise plugins. A URL is never shown, even masked: tokens sit in
+    different places for each service (an ntfy topic is its own password)."""
     targets = []
-    for url in urls:
+    for n, url in enumerate(urls):
         plugin = apprise.Apprise.instantiate(url)
         if plugin is None:
             continue  # refused by check-config and run before this
         plugin.socket_connect_timeout = timeout
         plugin.socket_read_timeout = timeout
-        targets.append(_Target(_shown(plugin), plugin))
+        targets.append(_Target(f"alerts.urls[{n}] ({plugin.service_name})", plugin))
     return targets
-
-
-def _shown(plugin: Any) -> str:
-    """apprise's own masked form of a target's URL, without its options."""
-    return str(plugin.url(privacy=True)).split("?", 1)[0]
 
 
 class AlertSender:
@@ -118,7 +106,7 @@ class AlertSender:
 
     def send_now(self, alert: Alert) -> list[tuple[str, bool]]:
         """`alert-test`: one try to each URL, here and now: (masked URL, whether it went)."""
-        return [(target.url, self._try(target, alert)) for target in self.targets]
+        return [(target.label, self._try(target, alert)) for target in self.targets]
 
     def _run(self) -> None:
         while (alert := self._queue.get()) is not None:
@@ -136,16 +124,16 @@ class AlertSender:
     def _deliver(self, target: _Target, alert: Alert) -> None:
         for attempt, wait in enumerate((*self.retry_waits, None), start=1):
             if self._try(target, alert):
-                log.info("alert.sent", kind=alert.kind, title=alert.title, url=target.url)
+                log.info("alert.sent", kind=alert.kind, title=alert.title, to=target.label)
                 return
             if wait is None or self._stopping.wait(wait):
                 break
-            log.debug("alert.retrying", url=target.url, attempt=attempt, retry_in_s=wait)
+            log.debug("alert.retrying", to=target.label, attempt=attempt, retry_in_s=wait)
         log.error(
             "alert.failed",
             kind=alert.kind,
             title=alert.title,
-            url=target.url,
+            to=target.label,
             attempts=attempt,
             note="the notification service did not take it (see alert-test); frames go on",
         )
@@ -155,5 +143,5 @@ class AlertSender:
         try:
             return bool(target.plugin.notify(body=alert.body, title=alert.title))
         except Exception:  # a plugin's bug must not end the sender
-            log.debug("alert.plugin_error", url=target.url, exc_info=True)
+            log.debug("alert.plugin_error", to=target.label, exc_info=True)
             return False

@@ -190,7 +190,7 @@ class Daemon:
         )
         self._sender = AlertSender(options.urls)
         self._sender.start()
-        log.info("alerts.ready", urls=[target.url for target in self._sender.targets])
+        log.info("alerts.ready", to=[target.label for target in self._sender.targets])
         if warning := preflight.readable_secrets(self.config):
             log.warning("alerts.config_readable", warning=warning)
 

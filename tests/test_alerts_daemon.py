@@ -109,7 +109,7 @@ def test_a_pipeline_failing_on_every_frame_gives_one_message_for_many(
     assert "seestar-watch retry --failed" in receiver.messages[-1]["message"]
     daemon.stop()
     assert SECRET not in daemon.text()
-    assert daemon.events("alert.sent")[0]["url"].startswith("json://alerts:****@127.0.0.1")
+    assert daemon.events("alert.sent")[0]["to"] == "alerts.urls[0] (JSON)"
 
 
 def test_a_scope_that_stops_delivering_is_said_once(
@@ -198,8 +198,7 @@ def test_alert_test_says_per_url_whether_it_went(tmp_path: Path, receiver: Recei
     result = scope.cli("alert-test")
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"sent  json://alerts:****@127.0.0.1:{receiver.port}/hook"
-    assert lines[1].startswith("FAILED  json://alerts:****@127.0.0.1:")
+    assert lines == ["sent  alerts.urls[0] (JSON)", "FAILED  alerts.urls[1] (JSON)"]
     assert SECRET not in result.stdout + result.stderr
     assert receiver.titles() == ["seestar-watch test message"]
     scope.update(alerts={"urls": [receiver.url()]})
@@ -215,7 +214,7 @@ def test_check_config_refuses_unknown_urls_and_warns_of_a_readable_config(
     scope = alerting(tmp_path, [receiver.url(), f"nosuch://user:{SECRET}@host/x"])
     bad = scope.cli("check-config")
     assert bad.returncode == 1
-    assert "alerts.urls[1]: nosuch://host/... is not a notification URL apprise knows" in bad.stderr
+    assert "alerts.urls[1]: not a notification URL apprise knows (scheme 'nosuch';" in bad.stderr
     assert SECRET not in bad.stderr
     scope.update(alerts={"urls": [receiver.url()]})
     os.chmod(scope.config_path, 0o644)
