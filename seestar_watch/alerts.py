@@ -34,6 +34,7 @@ from seestar_watch.log import count_of, escape
 
 FAILURES_LISTED = 5  # frames named in one message about many failures
 TAIL_LINES = 10  # lines of a failed command's output in its alert
+ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notice of it
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ class AlertRules:
     def frame_arrived(self) -> None:
         with self._lock:
             night = self._night
-            if night.started is None:
-                night.started = self._wall()
+            if night.started is None:  # the frame's row was written a moment before
+                night.started = self._wall() - ARRIVAL_SLACK
             night.frames += 1
             night.last_arrival, night.stall_said = self._monotonic(), False
             self._share.arrivals_since_loss += 1
@@ -298,7 +299,9 @@ class AlertRules:
             lines.append("Medians: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()) + ".")
         self._ready.append(
             Alert(
-                "summary", f"Night summary: {counts.get('done', 0)} frames done", "\n".join(lines)
+                "summary",
+                f"Night summary: {count_of(counts.get('done', 0), 'frame')} done",
+                "\n".join(lines),
             )
         )
 

@@ -252,7 +252,7 @@ def test_the_share_lost_past_the_threshold_then_back_and_the_night_summary(
         wait_for(lambda: len(receiver.messages) >= 2, timeout=20)
         lost, summary = receiver.messages[:2]
         assert lost["title"].startswith("Seestar share lost for")
-        assert summary["title"] == "Night summary: 1 frames done"
+        assert summary["title"] == "Night summary: 1 frame done"
         assert "1 done, 0 failed, 0 rejected" in summary["message"]
         assert "stars 41" in summary["message"]
         telescope_writes(folder / "M 42_sub", "b.fit")  # written while unreachable
