@@ -69,3 +69,21 @@ def test_the_readme_says_which_writers_the_completeness_check_covers() -> None:
     section = README.split("## What it does with a frame", 1)[1].split("\n## ", 1)[0]
     assert "writers that *append*" in section
     assert "pre-allocation" in section and "set `debounce_delay` above" in section
+
+
+def test_the_readme_has_an_alerts_section_with_an_example_per_common_channel() -> None:
+    section = README.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    for channel, scheme in (
+        ("ntfy", "ntfys://"),
+        ("Telegram", "tgram://"),
+        ("E-mail", "mailtos://"),
+    ):
+        assert f"### {channel}" in section and scheme in section, channel
+    assert "chmod 600" in section
+
+
+def test_the_readme_documents_results_the_dashboard_and_metrics() -> None:
+    assert "$SEESTAR_WATCH_RESULT" in README and "## The dashboard and metrics" in README
+    assert "![The dashboard" in README and (ROOT / "docs" / "dashboard.png").is_file()
+    for name in ("/api/status", "/api/frames?since=", "/metrics", "seestar_watch_frames"):
+        assert name in README, name
