@@ -116,12 +116,16 @@ def test_a_scope_that_stops_delivering_is_said_once(
     tmp_path: Path, receiver: Receiver, daemons: list[DaemonProcess]
 ) -> None:
     scope = alerting(tmp_path, [receiver.url()], stalled_after=2)
+    os.chmod(scope.config_path, 0o644)  # others may read its token: said at start
     daemon = started_daemon(scope, daemons, until="watcher.started")
+    (readable,) = daemon.events("alerts.config_readable")
+    assert f"chmod 600 {scope.config_path}" in readable["warning"]
     write_frame(scope.share / "M 42_sub" / "a.fit")
     daemon.wait_for_event("pipeline.finished")
     wait_for(receiver.titles, timeout=15)
     time.sleep(3)  # a second message would have come by now: once per occurrence
     assert receiver.titles() == ["No new frame for 2 s"]
+    assert "The last frame came at" in receiver.messages[0]["message"]
 
 
 def synthetic(path: Path, stars: int, seed: int) -> None:
