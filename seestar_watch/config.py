@@ -677,6 +677,21 @@ def find_config_file(explicit: Path | None) -> Path:
     )
 
 
+def _alerts_summary(alerts: AlertsConfig) -> str:
+    from seestar_watch.log import count_of
+
+    if not alerts.urls:
+        return "off (no alerts.urls)"
+    limits = "; ".join(f"{name} {limit}" for name, limit in alerts.results.items())
+    return (
+        f"{count_of(len(alerts.urls), 'URL')}; share lost after {alerts.share_lost_after:g} s,"
+        f" failures gathered per {alerts.min_interval:g} s, stall after"
+        f" {alerts.stalled_after:g} s"
+        + (f", results: {limits} ({alerts.results_frames} in a row)" if limits else "")
+        + (f", summary at {alerts.summary_at}" if alerts.summary_at else "")
+    )
+
+
 def url_host(host: str) -> str:
     """A host as it goes in a URL: IPv6 in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -709,6 +724,7 @@ def describe(config: Config) -> list[str]:
             if config.dashboard.listen
             else "off"
         ),
+        "alerts: " + _alerts_summary(config.alerts),
         f"ledger: {config.state.ledger}"
         + (
             " (existing frames are processed on first start)"
