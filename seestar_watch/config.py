@@ -296,8 +296,8 @@ def parse_listen(text: str) -> Listen:
 
 def listen_address(value: Any, key: str, problems: list[str]) -> Any:
     """Where the dashboard listens; false or null (YAML's `off` is false) turns it off."""
-    if value is None or value is False:
-        return None
+    if value is None or value is False or (isinstance(value, str) and value.lower() == "off"):
+        return None  # `off` unquoted is YAML's false; "off" quoted means the same
     if not isinstance(value, str):
         return _expected(problems, key, "HOST:PORT, or off", value)
     try:

@@ -318,6 +318,9 @@ def test_dashboard_without_a_ledger_or_with_a_bad_listen_is_one_line(scope: Scop
 
 
 def test_check_config_says_where_the_page_is(scope: Scope) -> None:
+    for off in (False, "off", "OFF", None):
+        scope.update(dashboard={"listen": off})
+        assert "dashboard: off" in scope.cli("check-config").stdout, off
     scope.update(dashboard={"listen": "0.0.0.0:8765"})
     assert "dashboard: http://0.0.0.0:8765/" in scope.cli("check-config").stdout
     del scope.settings["dashboard"]
