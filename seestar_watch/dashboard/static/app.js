@@ -198,7 +198,7 @@ function showCharts(useful) {
 }
 
 function chart(field, points) {
-  const W = 460, H = 190, L = 58, R = 10, T = 8, B = 24;
+  const W = 460, H = 190, L = 64, R = 10, T = 8, B = 24;
   const ts = points.map((p) => p.t), ys = points.map((p) => p.y);
   let [t0, t1] = [Math.min(...ts), Math.max(...ts)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
@@ -215,13 +215,15 @@ function chart(field, points) {
   drawing.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
   drawing.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
   // enough decimals to tell the ticks apart (a magnitude range of 0.01 needs three)
-  const digits = Math.min(3, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
+  const digits = Math.min(4, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
+  const format = { hour: "2-digit", minute: "2-digit" };  // with seconds for a short span
+  if (t1 - t0 < 15 * 60000) format.second = "2-digit";
   for (let i = 0; i <= 3; i++) {
     const v = y0 + (y1 - y0) * i / 3;
     drawing.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
     const t = t0 + (t1 - t0) * i / 3;
     drawing.append(svg("text", { x: x(t), y: H - 6, "text-anchor": ["start", "middle", "middle", "end"][i] },
-      new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+      new Date(t).toLocaleTimeString([], format)));
   }
   const byTarget = new Map();
   for (const p of points) {
