@@ -31,6 +31,7 @@ from typing import Any
 
 from seestar_watch.config import AlertsConfig
 from seestar_watch.log import count_of, escape
+from seestar_watch.results import numeric_fields
 
 FAILURES_LISTED = 5  # frames named in one message about many failures
 TAIL_LINES = 10  # lines of a failed command's output in its alert
@@ -247,9 +248,10 @@ class AlertRules:
             )
 
     def _check_results(self, outcome: Outcome) -> None:
+        numbers = numeric_fields(outcome.result)
         for name, limit in self.config.results.items():
-            value = (outcome.result or {}).get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            value = numbers.get(name)
+            if value is None:
                 continue  # this frame says nothing about it
             if not limit.crossed(value):
                 self._streaks[name] = 0
@@ -325,9 +327,8 @@ def night_figures(frames: Iterable[dict[str, Any]]) -> tuple[dict[str, int], dic
         counts[frame["state"]] = counts.get(frame["state"], 0) + 1
         if frame["state"] != "done":
             continue
-        for key, value in (frame["result"] or {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values.setdefault(key, []).append(float(value))
+        for key, value in numeric_fields(frame["result"]).items():
+            values.setdefault(key, []).append(value)
     return counts, {key: statistics.median(found) for key, found in values.items()}
 
 

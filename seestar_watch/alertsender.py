@@ -105,21 +105,23 @@ class AlertSender:
         self._thread.join(timeout)
 
     def send_now(self, alert: Alert) -> list[tuple[str, bool]]:
-        """`alert-test`: one try to each URL, here and now: (masked URL, whether it went)."""
+        """`alert-test`: one try to each URL, here and now: (its label, whether it went)."""
         return [(target.label, self._try(target, alert)) for target in self.targets]
 
     def _run(self) -> None:
         while (alert := self._queue.get()) is not None:
-            for target in self.targets:
-                self._deliver(target, alert)
+            self._deliver_to_all(alert)
         while True:  # stopping: what is still queued gets one try (retries are cut)
             try:
                 alert = self._queue.get_nowait()
             except queue.Empty:
                 return
             if alert is not None:
-                for target in self.targets:
-                    self._deliver(target, alert)
+                self._deliver_to_all(alert)
+
+    def _deliver_to_all(self, alert: Alert) -> None:
+        for target in self.targets:
+            self._deliver(target, alert)
 
     def _deliver(self, target: _Target, alert: Alert) -> None:
         for attempt, wait in enumerate((*self.retry_waits, None), start=1):

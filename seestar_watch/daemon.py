@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seestar_watch import children, intake, preflight
 from seestar_watch import share as share_module
 from seestar_watch.alerts import AlertRules, Outcome, night_figures
 from seestar_watch.config import Config
 from seestar_watch.dashboard import overview
-from seestar_watch.dashboard.server import Dashboard, DashboardError
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle
@@ -36,6 +35,10 @@ from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.sources import ShareState, open_source
 from seestar_watch.watch import Watch
+
+if TYPE_CHECKING:  # imported when used: prometheus-client and apprise only if configured
+    from seestar_watch.alertsender import AlertSender
+    from seestar_watch.dashboard.server import Dashboard
 
 log = get_logger("seestar_watch.daemon")
 
@@ -73,7 +76,7 @@ class Daemon:
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
         self.alerts: AlertRules | None = None  # with alerts.urls, while run() runs
-        self._sender: Any = None
+        self._sender: AlertSender | None = None
         self.share.on_turn = self.lifecycle.beat
         self.lifecycle.on_stop(self._wake_everyone)
         self.lifecycle.on_stop(self.share.poke)
@@ -160,7 +163,7 @@ class Daemon:
                 next_status = time.monotonic() + STATUS_EVERY
             if view != (view := self.view()):
                 overview.write_daemon_view(ledger.path, view)
-            if self.alerts is not None:
+            if self.alerts is not None and self._sender is not None:
                 for alert in self.alerts.due():
                     self._sender.send(alert)  # queued: sending never holds this loop
         notifier.stopping("stopping: letting a running command finish")
@@ -200,6 +203,8 @@ class Daemon:
         listen = self.config.dashboard.listen
         if listen is None:
             return None
+        from seestar_watch.dashboard.server import Dashboard, DashboardError
+
         reader: Ledger | None = None
         try:
             reader = Ledger.open(ledger.path, readonly=True)

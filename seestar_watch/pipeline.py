@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from seestar_watch.results import RESULT_ENV
+
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to the group
 DRAIN_AFTER_EXIT = 1.0  # how long a grandchild may keep the pipes open after the command ends
 OUTPUT_LIMIT = 64 * 1024  # bytes of output logged per run; the rest is read and dropped
@@ -74,7 +76,7 @@ def child_environment(
     env["SEESTAR_WATCH_SOURCE"] = str(event["source"])
     env["SEESTAR_WATCH_EVENT"] = event_json(event)
     if result_path is not None:  # where the command may leave its measurements (results.py)
-        env["SEESTAR_WATCH_RESULT"] = result_path
+        env[RESULT_ENV] = result_path
     return env
 
 

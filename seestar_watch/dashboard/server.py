@@ -92,11 +92,6 @@ class Dashboard:
         )
         self._thread.start()
 
-    def serve_until(self, stopping: threading.Event) -> None:
-        self.start()
-        stopping.wait()
-        self.stop()
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
