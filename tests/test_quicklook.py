@@ -115,13 +115,14 @@ def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: cannot read") and len(result.stderr.splitlines()) == 1
 
 
-def quicklook(*args: str) -> subprocess.CompletedProcess[str]:
+def quicklook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "seestar_watch", "quicklook", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
 
 
@@ -195,15 +196,7 @@ def test_under_the_daemon_it_leaves_its_measurements_in_the_result_file(
     frame.write_bytes(frame_bytes(Sky(stars=[Star(539.5, 959.5, 100_000, 4.0)])))
     result_path = tmp_path / "result.json"
     result_path.touch()
-    env = {**os.environ, "SEESTAR_WATCH_RESULT": str(result_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "seestar_watch", "quicklook", str(frame)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    done = quicklook(str(frame), env={**os.environ, "SEESTAR_WATCH_RESULT": str(result_path)})
     assert done.returncode == 0, done.stderr
     measured = json.loads(result_path.read_text())
     assert list(measured) == [
