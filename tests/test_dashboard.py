@@ -239,7 +239,8 @@ def test_the_running_daemon_serves_the_page_and_the_share_state(
     port = free_port()
     scope.update(dashboard={"listen": f"127.0.0.1:{port}"})
     daemon = started_daemon(scope, daemons, until="watcher.started")
-    (started,) = daemon.events("dashboard.started")
+    # the page starts beside the threads: it may be said after the watcher
+    (started,) = daemon.wait_for_event("dashboard.started")
     assert started["url"] == f"http://127.0.0.1:{port}/" and started["local_only"] is True
     write_frame(scope.share / "M 42_sub" / HOSTILE)
 
