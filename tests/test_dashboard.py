@@ -294,7 +294,7 @@ def test_a_port_in_use_run_goes_on_and_dashboard_exits_1(
         port = taken.getsockname()[1]
         scope.update(dashboard={"listen": f"127.0.0.1:{port}"})
         daemon = started_daemon(scope, daemons, until="watcher.started")
-        (unavailable,) = daemon.events("dashboard.unavailable")
+        (unavailable,) = daemon.wait_for_event("dashboard.unavailable")  # said after the watcher
         assert "Address already in use" in unavailable["reason"]
         assert "set dashboard.listen to another port" in unavailable["reason"]
         write_frame(scope.share / "M 42_sub" / "a.fit")
