@@ -61,13 +61,12 @@ def observed_at(date_obs: Any, seen: float) -> str:
     if isinstance(date_obs, str):
         try:
             when = datetime.fromisoformat(date_obs.strip())
-        except ValueError:
+            when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):  # a guest's header: 9999-12-31T23:59-14:00
             when = None
     if when is None:
         when = datetime.fromtimestamp(seen, UTC)
-    elif when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def status_from(ledger: Ledger, source: Source, limit: int) -> dict[str, Any]:
