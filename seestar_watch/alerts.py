@@ -12,6 +12,8 @@ them. Each alert goes once per occurrence:
   night (not in the day, not before the night's first frame);
 - a result field past a user's limit for `results_frames` frames in a row, once until a
   frame is back within it;
+- the archive's disk too full to copy a frame (frames wait), once until a copy is made;
+- a thread of the daemon that failed (a bug) and was started again, once per kind;
 - a summary when the night ends: the share lost (beyond `share_lost_after`) after frames
   came in, or at `summary_at` local time.
 
@@ -40,7 +42,8 @@ ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notic
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # share_lost, share_back, failed, stalled, result, summary, test
+    # share_lost, share_back, failed, stalled, result, summary, low_space, thread_failed, test
+    kind: str
     title: str
     body: str
 
@@ -108,6 +111,7 @@ class AlertRules:
         self._failures = _Failures()
         self._streaks: dict[str, int] = dict.fromkeys(config.results, 0)
         self._result_said: set[str] = set()
+        self._threads_said: set[tuple[str, str]] = set()
         self._summary_day: str | None = self._today() if self._past_summary_time() else None
 
     # -- what happens -------------------------------------------------------------------
@@ -148,8 +152,35 @@ class AlertRules:
         with self._lock:
             if outcome.state == "failed":
                 self._failures.waiting.append(outcome)
+            elif outcome.state == "low_space":
+                self._ready.append(
+                    Alert(
+                        "low_space",
+                        "Archive disk nearly full: frames wait",
+                        f"{outcome.reason}. Nothing is lost: they run once there is room"
+                        " (free space, or lower archive.min_free_mb).",
+                    )
+                )
             elif outcome.state == "done" and outcome.result:
                 self._check_results(outcome)
+
+    def thread_failed(self, thread: str, error: str) -> None:
+        """A thread of the daemon failed (a bug) and is started again: said once per thread
+        and kind of error, so a thread that fails every minute is one message."""
+        said = (thread, error)
+        with self._lock:
+            if said in self._threads_said:
+                return
+            self._threads_said.add(said)
+            self._ready.append(
+                Alert(
+                    "thread_failed",
+                    f"seestar-watch: its {thread} thread failed",
+                    f"The {thread} thread stopped on an error it did not expect"
+                    f" ({escape(error)}) and was started again. Frames go on; this is a bug:"
+                    " please report it with the daemon's log.",
+                )
+            )
 
     # -- what to send -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import filecmp
 import hashlib
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -37,6 +38,29 @@ class SourceChanged(ArchiveError):
 
 class ShareUnavailable(ArchiveError):
     """The share answered with an I/O error: nothing is known about the frame."""
+
+
+class LowSpace(ArchiveError):
+    """The copy would leave the archive's disk with less than archive.min_free_mb: the
+    frame waits until there is room (it is not the frame's fault)."""
+
+
+def require_room(root: Path, size: int, min_free_mb: float) -> None:
+    """Raise LowSpace when a copy of `size` bytes would leave less than `min_free_mb` MB
+    free on the archive's disk (0: no floor); ArchiveError when the archive cannot be made."""
+    if min_free_mb <= 0:
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+    except OSError as exc:
+        raise ArchiveError(f"cannot use the archive {root}: {exc.strerror}") from None
+    if free - size < min_free_mb * 1e6:
+        raise LowSpace(
+            f"the archive's disk ({root}) has {free / 1e6:,.0f} MB free: a {size / 1e6:.1f} MB"
+            f" copy would leave less than archive.min_free_mb ({min_free_mb:g} MB); frames"
+            " wait until there is room"
+        )
 
 
 def archive_copy(source: Source, relpath: str, root: Path, version: Version) -> Path:

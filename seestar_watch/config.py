@@ -235,6 +235,9 @@ class WatcherConfig:
     mount_retry: float = setting(number(0, above=True), 10.0)
     incomplete_timeout: float = setting(number(0, above=True), 300.0)
     smb_timeout: float = setting(number(0, above=True), 10.0)
+    # A sub is 4 MB (S50) or 17 MB (S30 Pro), an on-board stack up to ~50 MB; a guest's
+    # sparse file can claim gigabytes in a few KB of the telescope's disk.
+    max_frame_mb: float = setting(number(0, above=True), 200.0)
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,9 @@ class PipelineConfig:
 class ArchiveConfig:
     enabled: bool = setting(boolean, True)
     path: Path | None = setting(optional_path, None)  # None: the user data folder
+    # below this much free space (after the copy) frames wait instead of being copied:
+    # the archive's disk is often the ledger's, and the system's, too
+    min_free_mb: float = setting(number(0), 500.0)
 
     @property
     def folder(self) -> Path:

@@ -315,11 +315,20 @@ class Daemon:
             self._work.notify()
 
     def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
+        """A thread of the daemon, started again if anything escapes it (a bug): a thread
+        that stopped watching while the page says "up" would lose the whole night."""
         thread = threading.Thread(
-            target=target, args=args, name=f"seestar-watch-{name}", daemon=True
+            target=self.lifecycle.keep_running,
+            args=(name, lambda: target(*args), self._thread_failed),
+            name=f"seestar-watch-{name}",
+            daemon=True,
         )
         thread.start()
         return thread
+
+    def _thread_failed(self, name: str, exc: Exception) -> None:
+        if self.alerts is not None:
+            self.alerts.thread_failed(name, f"{type(exc).__name__}: {exc}")
 
     # -- the share thread: flags only --------------------------------------------
 
@@ -360,7 +369,9 @@ class Daemon:
                 with self._work:
                     self._work.wait(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
                 continue
-            self._process(processor, frame)
+            if self._process(processor, frame) in ("postponed", "waiting"):
+                with self._work:  # not at once again: the share or the archive's disk first
+                    self._work.wait(LEDGER_POLL)
 
     def _process(self, processor: FrameProcessor, frame: Frame) -> str:
         state = processor.process(frame)
@@ -379,13 +390,21 @@ class Daemon:
         processor.clean_archive()
         for entry in self.source.list_frames():
             if not ledger.knows(entry.version):
-                intake.read_and_record(ledger, self.source, entry.relpath)
+                intake.read_and_record(
+                    ledger,
+                    self.source,
+                    entry.relpath,
+                    max_frame_mb=self.config.image_watcher.max_frame_mb,
+                )
         longest = self.config.pipeline.longest_retry_delay
         while not self.lifecycle.stopping.is_set():
             frame = ledger.claim_next(longest)
             if frame is not None:
-                if self._process(processor, frame) == "postponed":
+                state = self._process(processor, frame)
+                if state == "postponed":
                     raise UserError("the share went away; the frames left are still pending")
+                if state == "waiting":
+                    raise UserError(f"{processor.low_space}; the frames left are still pending")
                 continue
             due = ledger.seconds_until_due(longest_wait=longest)
             if due is None:

@@ -16,12 +16,23 @@ from seestar_watch.sources import Entry, Source, Version
 log = get_logger("seestar_watch.intake")
 
 
-def record(ledger: Ledger, source: Source, entry: Entry, header: HeaderRead) -> str | None:
-    """A version that finished arriving: "pending", "rejected" (not FITS, with the header's
-    reason), or None when the ledger knew this version already."""
+def record(
+    ledger: Ledger, source: Source, entry: Entry, header: HeaderRead, *, max_frame_mb: float
+) -> str | None:
+    """A version that finished arriving: "pending", "rejected" (not FITS, a time or size
+    out of range, larger than max_frame_mb: with the reason), "skipped" (a frame recorded
+    already under another path), or None when the ledger knew this version already."""
     version = entry.version
-    if header.status is Status.INVALID:
-        return _reject(ledger, source, version, header.reason)
+    problem = frame_problem(entry, header, max_frame_mb)
+    if problem is not None:
+        return _reject(ledger, source, version, problem)
+    twin = ledger.spelled_elsewhere(version)
+    if twin is not None:  # one file is one frame, whatever its spellings
+        reason = f"the same frame as {twin} (seen through another spelling of its folder)"
+        if ledger.add_skipped(version, reason, header.cards):
+            log.info("frame.second_spelling", frame=entry.relpath, same_as=twin)
+            return "skipped"
+        return None
     if ledger.add_pending(version, header.cards):
         log.info(
             "frame.settled",
@@ -44,7 +55,31 @@ def record_gave_up(ledger: Ledger, source: Source, gave_up: GaveUp) -> None:
     _reject(ledger, source, gave_up.entry.version, reason)
 
 
-def read_and_record(ledger: Ledger, source: Source, relpath: str) -> tuple[str, HeaderRead]:
+def frame_problem(entry: Entry, header: HeaderRead, max_frame_mb: float) -> str | None:
+    """Why a version that finished arriving is not a frame to run, or None: not a FITS file
+    we accept, a time or size out of range, or larger than max_frame_mb."""
+    if header.status is Status.INVALID:
+        return header.reason
+    return entry.version.problem or _too_large(entry.size, header.expected_size, max_frame_mb)
+
+
+def _too_large(size: int, promised: int | None, max_frame_mb: float) -> str | None:
+    """Why a frame is too large to copy and run (a sparse file on a guest share can claim
+    gigabytes in a few KB of disk), or None."""
+    limit = max_frame_mb * 1e6
+    largest = max(size, promised or 0)
+    if largest <= limit:
+        return None
+    what = "its size" if size >= (promised or 0) else "the size its header promises"
+    return (
+        f"{what} ({largest / 1e6:,.0f} MB) is above image_watcher.max_frame_mb"
+        f" ({max_frame_mb:g} MB): not copied, not run"
+    )
+
+
+def read_and_record(
+    ledger: Ledger, source: Source, relpath: str, *, max_frame_mb: float
+) -> tuple[str, HeaderRead]:
     """A listed or named frame, taken now without waiting for it to be quiet: its state
     ("pending", "rejected", "known", or why it was not recorded) and its header."""
     header = read_header_of(lambda: source.open(relpath))
@@ -54,7 +89,7 @@ def read_and_record(ledger: Ledger, source: Source, relpath: str) -> tuple[str, 
     if header.status is Status.INCOMPLETE:
         log.info("frame.incomplete", frame=relpath, reason=header.reason, note="next time")
         return f"still arriving: {header.reason}", header
-    outcome = record(ledger, source, Entry(relpath, *version), header)
+    outcome = record(ledger, source, Entry(relpath, *version), header, max_frame_mb=max_frame_mb)
     return outcome or "known", header
 
 

@@ -203,6 +203,8 @@ class Ledger:
             with self._transaction():
                 self._migrate(db, version)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # for spelled_elsewhere(); an index only, which a schema-3 daemon reads as it is
+        db.execute("CREATE INDEX IF NOT EXISTS frames_by_time ON frames (mtime_ns, size)")
         problem = db.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
@@ -303,7 +305,7 @@ class Ledger:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, state FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
-                (version.relpath, version.size, version.mtime_ns),
+                version.key,
             ).fetchone()
             return None if row is None else (int(row[0]), str(row[1]))
 
@@ -318,6 +320,22 @@ class Ledger:
     def knows(self, version: Version) -> bool:
         return self.find(version) is not None
 
+    def spelled_elsewhere(self, version: Version) -> str | None:
+        """The path of a frame recorded with this one's file name, size and modification
+        time in another folder, or None: the same file seen through a second spelling (a
+        link the server follows, a folder name it shows under two names), not a new frame."""
+        relpath, size, mtime_ns = version.key
+        name = relpath.rpartition(b"/")[2]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT relpath FROM frames WHERE mtime_ns = ? AND size = ? AND relpath != ?",
+                (mtime_ns, size, relpath),
+            ).fetchall()
+        for (other,) in rows:
+            if bytes(other).rpartition(b"/")[2] == name:
+                return os.fsdecode(bytes(other))
+        return None
+
     # -- recording -----------------------------------------------------------
 
     def record_baseline(self, versions: Iterable[Version]) -> int:
@@ -325,7 +343,7 @@ class Ledger:
         now = time.time()
 
         def work(db: sqlite3.Connection) -> int:
-            rows = [(v.relpath, v.size, v.mtime_ns, now, now) for v in versions]
+            rows = [(*v.key, now, now) for v in versions]
             db.executemany(
                 "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason,"
                 " created_at, updated_at) VALUES (?, ?, ?, 'skipped', 'there before the first"
@@ -366,6 +384,9 @@ class Ledger:
     ) -> bool:
         return self._insert(version, "rejected", reason, header)
 
+    def add_skipped(self, version: Version, reason: str, header: dict[str, Any]) -> bool:
+        return self._insert(version, "skipped", reason, header)
+
     def _insert(
         self, version: Version, state: str, reason: str | None, header: dict[str, Any] | None
     ) -> bool:
@@ -375,16 +396,7 @@ class Ledger:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO frames (relpath, size, mtime_ns, state, reason, header,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    version.relpath,
-                    version.size,
-                    version.mtime_ns,
-                    state,
-                    reason,
-                    _to_json(header),
-                    now,
-                    now,
-                ),
+                (*version.key, state, reason, _to_json(header), now, now),
             )
             return cursor.rowcount == 1
 
@@ -401,7 +413,7 @@ class Ledger:
                 " ON CONFLICT (relpath, size, mtime_ns) DO UPDATE SET state = 'pending',"
                 " attempts = 0, not_before = NULL, reason = NULL, header = excluded.header,"
                 " updated_at = excluded.updated_at",
-                (version.relpath, version.size, version.mtime_ns, _to_json(header), now, now),
+                (*version.key, _to_json(header), now, now),
             )
 
         self._write(work)

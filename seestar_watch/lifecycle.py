@@ -1,4 +1,5 @@
-"""Stopping: one stop flag, a forced stop, the shutdown grace, and the signals that set them.
+"""Stopping: one stop flag, a forced stop, the shutdown grace, and the signals that set them;
+and threads kept running until then, whatever escapes them.
 
 Used by `run` and `process` alike. Signal handlers only set flags; every wait is on
 the stop Event, so a stop interrupts it. The first SIGTERM or Ctrl-C asks for a
@@ -11,9 +12,16 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from seestar_watch.log import get_logger
+
+log = get_logger("seestar_watch.daemon")
+
+RESTART_PAUSE = 1.0  # seconds before a thread that failed is started again, doubling ...
+RESTART_PAUSE_MAX = 20.0  # ... up to this (under the stall limit: the watchdog stays fed)
 
 
 class Lifecycle:
@@ -59,6 +67,34 @@ class Lifecycle:
             return True
         since = self._stopping_since
         return since is not None and time.monotonic() - since >= self.shutdown_grace
+
+    def keep_running(
+        self,
+        name: str,
+        target: Callable[[], None],
+        on_failure: Callable[[str, Exception], None],
+        *,
+        pause: float = RESTART_PAUSE,
+    ) -> None:
+        """Run `target` until it returns or a stop is asked for. An exception that escapes
+        it is a bug, and the night must outlive it: it is reported (`on_failure`, with the
+        traceback logged) and `target` is started again, after a growing pause."""
+        while not self.stopping.is_set():
+            try:
+                target()
+                return
+            except Exception as exc:
+                log.exception(
+                    "daemon.thread_failed",
+                    thread_name=name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    restart_in_s=pause,
+                )
+                on_failure(name, exc)
+            if self.wait(pause):
+                return
+            pause = min(2 * pause, RESTART_PAUSE_MAX)
+            log.warning("daemon.thread_restarted", thread_name=name)
 
     @contextmanager
     def handling_signals(self) -> Iterator[None]:

@@ -40,6 +40,32 @@ def count_of(number: int, one: str, many: str | None = None) -> str:
     return f"{number} {one if number == 1 else many or one + 's'}"
 
 
+class Repeats:
+    """A problem that comes back at every retry (a listing that fails each minute) is said
+    once per kind (an exception's type and message, or a name), until `clear()` says it
+    is over. At most LIMIT kinds are remembered: a hostile share can make many, and past
+    that nothing more is said."""
+
+    LIMIT = 1000
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def first(self, kind: BaseException | str) -> bool:
+        """True the first time this kind of problem is seen since the last clear()."""
+        if isinstance(kind, BaseException):
+            kind = f"{type(kind).__name__}: {kind}"[:200]
+        if kind in self._said or len(self._said) >= self.LIMIT:
+            return False
+        self._said.add(kind)
+        return True
+
+    def clear(self) -> bool:
+        """Forget what was said; True when something had been."""
+        said, self._said = bool(self._said), set()
+        return said
+
+
 def _escape_strings(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and key != "exception":

@@ -31,7 +31,7 @@ Progress = Callable[[list[int]], Iterable[int]]
 class Outcome(NamedTuple):
     """What became of one frame named on the command line: its state, and why if need be."""
 
-    state: str  # done | failed | rejected | pending | not run
+    state: str  # done | failed | rejected | pending | waiting (no room) | not run
     note: str = ""
 
 
@@ -63,7 +63,9 @@ def process_paths(
             )
         queued = {}
         for shown, relpath in relpaths.items():
-            frame_id, outcome = _queue(source, ledger, relpath, force=force)
+            frame_id, outcome = _queue(
+                source, ledger, relpath, force=force, max_frame_mb=config.image_watcher.max_frame_mb
+            )
             if frame_id is None:
                 outcomes[shown] = outcome
             else:
@@ -78,20 +80,23 @@ def process_paths(
         processor.clean_archive()
         for frame_id in progress(list(queued)):
             state = _run_until_settled(ledger, processor, frame_id, lifecycle)
-            outcomes[queued[frame_id]] = Outcome(state)
+            note = (processor.low_space or "") if state == "waiting" else ""
+            outcomes[queued[frame_id]] = Outcome(state, note)
     return outcomes
 
 
 def _queue(
-    source: Source, ledger: Ledger, relpath: str, *, force: bool
+    source: Source, ledger: Ledger, relpath: str, *, force: bool, max_frame_mb: float
 ) -> tuple[int | None, Outcome]:
     """The frame's ledger id, made pending (skipped, failed and new frames run too), or why not."""
-    taken, header = intake.read_and_record(ledger, source, relpath)
+    taken, header = intake.read_and_record(ledger, source, relpath, max_frame_mb=max_frame_mb)
     if header.version is None or header.status not in (Status.COMPLETE, Status.INVALID):
         return None, Outcome("not run", taken)
-    if header.status is Status.INVALID:
-        return None, Outcome("rejected", header.reason)
-    version = Entry(relpath, *header.version).version
+    entry = Entry(relpath, *header.version)
+    problem = intake.frame_problem(entry, header, max_frame_mb)
+    if problem is not None:  # --force too: a rejected frame never runs
+        return None, Outcome("rejected", problem)
+    version = entry.version
     found = ledger.find(version)
     state = None if found is None else found[1]
     if state == "done" and not force:

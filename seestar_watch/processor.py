@@ -18,10 +18,12 @@ from seestar_watch import children
 from seestar_watch.alerts import TAIL_LINES, Outcome
 from seestar_watch.archive import (
     ArchiveError,
+    LowSpace,
     ShareUnavailable,
     SourceChanged,
     archive_copy,
     remove_leftovers,
+    require_room,
 )
 from seestar_watch.config import Config
 from seestar_watch.ledger import Frame, Ledger, LedgerError
@@ -57,6 +59,7 @@ class FrameProcessor:
         self.should_abort = should_abort
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
         self.on_outcome = on_outcome  # how a frame ended for good (the alerts)
+        self.low_space: str | None = None  # why frames wait for room in the archive
 
     def clean_archive(self) -> None:
         """At start: temporaries of copies cut off by a power cut go (the copies are redone)."""
@@ -73,7 +76,8 @@ class FrameProcessor:
 
     def process(self, frame: Frame) -> str:
         """Run one claimed frame; returns the state it was left in ("postponed": the share
-        is unavailable, so the frame is pending again and nothing was held against it)."""
+        is unavailable, "waiting": no room in the archive; either way the frame is pending
+        again and nothing was held against it)."""
         try:
             return self._process(frame)
         except LedgerError:
@@ -91,6 +95,8 @@ class FrameProcessor:
         bound = log.bind(frame=relpath)
         try:
             path = self._readable_copy(frame, source, relpath)
+        except LowSpace as exc:
+            return self._wait_for_room(frame, str(exc))
         except ShareUnavailable as exc:
             return self._postpone(frame, f"share unavailable: {exc}", bound)
         except SourceChanged as exc:
@@ -111,7 +117,11 @@ class FrameProcessor:
             return source
         if frame.archived and _same_size(frame.archived, frame.version.size):
             return frame.archived
+        require_room(archive.folder, frame.version.size, archive.min_free_mb)
         copy = archive_copy(self.source, relpath, archive.folder, frame.version)
+        if self.low_space is not None:
+            self.low_space = None
+            log.info("archive.space_again", folder=str(archive.folder))
         self.ledger.set_archived(frame.id, str(copy))
         log.debug("frame.archived", frame=relpath, copy=str(copy))
         return str(copy)
@@ -182,6 +192,16 @@ class FrameProcessor:
         return self._failed_attempt(
             frame, result.exit_code, result.duration, reason, bound, tail=tuple(tail)
         )
+
+    def _wait_for_room(self, frame: Frame, reason: str) -> str:
+        """Pending again, nothing held against it: said once (a log line and an alert)
+        until a copy can be made again."""
+        self.ledger.release(frame.id)
+        if self.low_space is None:
+            log.warning("archive.low_space", reason=reason)
+            self.on_outcome(Outcome(frame.version.name, "low_space", reason=reason))
+        self.low_space = reason
+        return "waiting"
 
     def _postpone(self, frame: Frame, reason: str, bound: Any) -> str:
         self.ledger.release(frame.id)  # the share's trouble is not the frame's fault

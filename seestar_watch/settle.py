@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.fitsheader import HeaderRead, Status, read_header_of
-from seestar_watch.log import get_logger
+from seestar_watch.log import Repeats, get_logger
 from seestar_watch.sources import Entry, Source
 
 log = get_logger("seestar_watch.settle")
@@ -55,6 +55,7 @@ class QuietTimer:
         self._sequence = itertools.count()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._failures = Repeats()
 
     def start(self) -> None:
         with self._cond:
@@ -130,8 +131,9 @@ class QuietTimer:
         while (path := self._next_due()) is not None:
             try:
                 again = self._on_quiet(path)
-            except Exception:  # the handler guards itself; this keeps the thread alive regardless
-                log.exception("settle.handler_failed", path=path)
+            except Exception as exc:  # that path's problem: the thread goes on for the others
+                if self._failures.first(exc):  # once per kind: a rescan brings the path back
+                    log.exception("settle.handler_failed", path=path)
                 continue
             if again is not None:
                 with self._cond:

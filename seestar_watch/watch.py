@@ -18,7 +18,7 @@ from seestar_watch import intake
 from seestar_watch.config import Config
 from seestar_watch.fitsheader import HeaderRead
 from seestar_watch.ledger import Ledger, LedgerError
-from seestar_watch.log import get_logger
+from seestar_watch.log import Repeats, get_logger
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.sources import Entry, Source, Version
@@ -65,11 +65,13 @@ class Watch:
         self._known: set[Version] = set()  # versions the ledger knew at the last rescan
         self._lister = SingleFlight("seestar-watch-list")
         self._lister_stale = False
+        self._failures = Repeats()  # scan failures said since the last good scan
+        self._frame_failures = Repeats()  # a listed frame that could not be looked up
 
     def run(self, stopping: threading.Event) -> None:
         """Baseline once, keep the watch in step with the share, rescan; never on the share
-        thread, and a failed step is tried again at the next turn."""
-        interval = self.config.image_watcher.rescan_interval
+        thread. A step that fails, whatever it raises, is tried again at the next turn: a
+        listing from a guest share can hold anything, and this thread must outlive it."""
         retry = self.config.image_watcher.mount_retry
         next_rescan: float | None = None
         while not stopping.is_set():
@@ -78,20 +80,49 @@ class Watch:
             self.wake.clear()
             if stopping.is_set():
                 break
-            if not self.share.available:
-                self.stop_watching()
-                next_rescan = None
-                continue
-            came_up, self.share_came_up = self.share_came_up, False
-            self._lister_stale = self._lister_stale or came_up
-            if not self._take_baseline() or not self._start_watching():
-                next_rescan = time.monotonic() + retry  # tried again soon
-                continue
-            due = next_rescan is not None and time.monotonic() >= next_rescan
-            if came_up or due or next_rescan is None:
-                self._catch_up()
-                next_rescan = time.monotonic() + interval if interval else None
+            try:
+                next_rescan = self._turn(next_rescan)
+            except LedgerError:
+                break  # raised only once stopping, with the ledger unwritable
+            except Exception as exc:
+                self._scan_failed(exc)
+                next_rescan = time.monotonic() + retry
         self.stop_watching()
+
+    def _turn(self, next_rescan: float | None) -> float | None:
+        """One turn of the intake: when the next rescan is due (None: at the next wake)."""
+        if not self.share.available:
+            self.stop_watching()
+            return None
+        came_up, self.share_came_up = self.share_came_up, False
+        self._lister_stale = self._lister_stale or came_up
+        if not self._take_baseline() or not self._start_watching():
+            return time.monotonic() + self.config.image_watcher.mount_retry  # tried again soon
+        due = next_rescan is not None and time.monotonic() >= next_rescan
+        if came_up or due or next_rescan is None:
+            self._catch_up()
+            interval = self.config.image_watcher.rescan_interval
+            return time.monotonic() + interval if interval else None
+        return next_rescan
+
+    def _scan_failed(self, exc: Exception) -> None:
+        """Said once per kind until a scan succeeds again; the share is looked at at once
+        (an error may be the first sign of a share going away)."""
+        if self._failures.first(exc):
+            if isinstance(exc, OSError):
+                log.warning("scan.failed", path=self.source.location, error=str(exc))
+            else:  # not the share's usual trouble: what it was goes in the log
+                log.error(
+                    "scan.failed",
+                    path=self.source.location,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=True,
+                )
+        self.share.poke()
+
+    def _scan_succeeded(self) -> None:
+        if self._failures.clear():
+            log.info("scan.recovered", path=self.source.location)
 
     def _listing(self) -> list[Entry]:
         """The source's listing, on a helper thread and bounded: a listing stuck on a hung
@@ -110,9 +141,10 @@ class Watch:
             return True
         try:
             self.baseline_or_continue()
-        except OSError as exc:
-            log.warning("scan.failed", path=self.source.location, error=str(exc))
-            self.share.poke()
+        except LedgerError:
+            raise
+        except Exception as exc:
+            self._scan_failed(exc)
             return False
         self._baseline_taken = True
         return True
@@ -159,9 +191,18 @@ class Watch:
 
     def _settled(self, entry: Entry, header: HeaderRead) -> None:
         try:
-            recorded = intake.record(self.ledger, self.source, entry, header)
+            recorded = intake.record(
+                self.ledger,
+                self.source,
+                entry,
+                header,
+                max_frame_mb=self.config.image_watcher.max_frame_mb,
+            )
         except LedgerError:
             return  # stopping while the ledger cannot be written: the next start lists it again
+        except Exception:  # this frame's problem, not the night's: the others go on
+            log.exception("frame.not_recorded", frame=entry.relpath)
+            return
         if recorded == "pending":
             self.on_pending()
 
@@ -223,30 +264,44 @@ class Watch:
     def _catch_up(self) -> None:
         """Feed whatever the ledger has not seen to settle: nothing depends on an event."""
         self.warn_if_frames_unwatched()
-        settle = self._settle
         started, seen, new, folders = time.monotonic(), 0, 0, set()
         known: set[Version] = set()
         try:
-            for entry in self._listing():
-                seen += 1
-                folders.add(entry.relpath.rpartition("/")[0])
-                version = entry.version
-                # a version the ledger knew at the last rescan still is (rows are never
-                # removed): the ledger is asked only about what changed since
-                if version in self._known or self.ledger.knows(version):
-                    known.add(version)
-                elif settle is not None:
-                    settle.notice(entry.relpath)  # a frame being written keeps its deadline
-                    new += 1
-        except OSError as exc:
-            log.warning("scan.failed", path=self.source.location, error=str(exc))
-            self.share.poke()
+            entries = self._listing()
+        except LedgerError:
+            raise
+        except Exception as exc:
+            self._scan_failed(exc)
             return
+        self._scan_succeeded()
+        for entry in entries:
+            seen += 1
+            folders.add(entry.relpath.rpartition("/")[0])
+            try:
+                new += self._notice(entry, known)
+            except LedgerError:
+                raise
+            except Exception as exc:  # this frame's problem: the rest of the listing goes on
+                if self._frame_failures.first(exc):
+                    log.exception("frame.not_noticed", frame=entry.relpath)
         self._known = known
         self.folders = len(folders)  # for the STATUS line systemd shows
         log.debug(
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
         )
+
+    def _notice(self, entry: Entry, known: set[Version]) -> int:
+        """Hand a listed frame the ledger does not know to settle (1), or remember it (0)."""
+        version = entry.version
+        # a version the ledger knew at the last rescan still is (rows are never
+        # removed): the ledger is asked only about what changed since
+        if version in self._known or self.ledger.knows(version):
+            known.add(version)
+            return 0
+        if self._settle is None:
+            return 0
+        self._settle.notice(entry.relpath)  # a frame being written keeps its deadline
+        return 1
 
     def stop(self) -> None:
         if self._settle is not None:

@@ -27,20 +27,48 @@ if TYPE_CHECKING:
 
 OnChange = Callable[[str], object]  # a relative path something happened to
 FITS_SUFFIXES = (".fits", ".fit")
+# Folders entered below the watched one. The Seestar's tree is 2 deep (MyWorks/<target>_sub/);
+# a link on the server's disk that the server follows (Samba does) looks like a plain folder,
+# and `MyWorks/loop -> .` would be entered for ever.
+MAX_DEPTH = 8
 
 
 def is_fits_name(name: str) -> bool:
     return name.lower().endswith(FITS_SUFFIXES)
 
 
+def name_problem(name: str) -> str | None:
+    """Why a file or folder name from the share cannot be one step of a frame's path, or
+    None. A server sends names as they are on its disk: `..\\..\\evil.fit` (impacket) would
+    step out of the watched folder once joined with the separator, and `...` or an empty
+    name would be the same folder again."""
+    if not name.strip("."):
+        return "empty, or only dots"
+    if any(c in name for c in "/\\\0"):
+        return "a path separator or NUL in the name"
+    return None
+
+
 def frame_filter(ignore: Iterable[str]) -> Callable[[str], bool]:
-    """A test on a file *name*: a FITS name that no ignore pattern matches (case-sensitive)."""
+    """A test on a file *name*: a FITS name that no ignore pattern matches (case-sensitive),
+    and that can be a step of a path (name_problem)."""
     patterns = tuple(ignore)
 
     def wanted(name: str) -> bool:
-        return is_fits_name(name) and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        return (
+            is_fits_name(name)
+            and name_problem(name) is None
+            and not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        )
 
     return wanted
+
+
+# The ledger keeps a version's size and time in SQLite's 64-bit INTEGER: in nanoseconds
+# that is the years 1677 to 2262. A guest can give a file any time (SMB SET_INFO, `touch
+# -d 2300-01-01` on a mount) and a hostile server any size (negative ones too).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+NS_PER_YEAR = 365.2425 * 86400 * 1e9
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,29 @@ class Version:
     def name(self) -> str:
         """The relative path as text, undecodable bytes escaped as on the file system."""
         return os.fsdecode(self.relpath)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this cannot be a frame's version (a time or size out of range), or None."""
+        if not 0 <= self.size <= INT64_MAX:
+            return f"the server gives its size as {self.size} bytes"
+        if not INT64_MIN <= self.mtime_ns <= INT64_MAX:
+            year = 1970 + self.mtime_ns / NS_PER_YEAR
+            return (
+                f"its modification time is in the year {year:.0f}, outside the years 1677"
+                " to 2262 that can be recorded (its time was set by hand or by a guest)"
+            )
+        return None
+
+    @property
+    def key(self) -> tuple[bytes, int, int]:
+        """(relpath, size, mtime_ns) as the ledger stores them: clamped into 64 bits, so a
+        version out of range is still recorded (rejected) and found again."""
+        return self.relpath, _int64(self.size), _int64(self.mtime_ns)
+
+
+def _int64(value: int) -> int:
+    return min(max(value, INT64_MIN), INT64_MAX)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,13 @@ from seestar_watch.config import ObserverKind
 from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.log import get_logger
 from seestar_watch.sources import (
+    MAX_DEPTH,
     Availability,
     Entry,
     OnChange,
     ShareState,
     frame_filter,
+    name_problem,
 )
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 from seestar_watch.sources.mounts import (
@@ -85,9 +87,11 @@ class LocalSource:
         A sub-folder that vanished or cannot be read is skipped; an unreadable root, or
         an I/O error from the share anywhere, raises OSError (half a list is not the truth).
         """
-        folders = [self.root]
+        root = os.stat(self.root)
+        entered = {(root.st_dev, root.st_ino)}  # a bind mount or a cifs link: no folder twice
+        folders = [(self.root, 0)]
         while folders:
-            folder = folders.pop()
+            folder, depth = folders.pop()
             try:
                 with os.scandir(folder) as entries:
                     found = list(entries)
@@ -96,8 +100,8 @@ class LocalSource:
                     raise
                 continue
             subfolders, frames = split_entries(found, self.wanted)
-            if self.recursive:
-                folders += subfolders
+            if self.recursive and depth < MAX_DEPTH:
+                folders += [(path, depth + 1) for path in subfolders if _first_visit(path, entered)]
             for path, info in frames:
                 yield Entry(os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns)
 
@@ -200,8 +204,23 @@ class LocalSource:
 
     def _changed(self, path: str, on_change: OnChange) -> None:
         relpath = self.relpath_of(path)
-        if relpath is not None and self.wanted(os.path.basename(path)):
-            on_change(relpath)
+        if relpath is None or not self.wanted(os.path.basename(path)):
+            return
+        folders = relpath.split(os.sep)[:-1]
+        if len(folders) <= MAX_DEPTH and not any(map(name_problem, folders)):
+            on_change(relpath)  # the same paths as a listing gives
+
+
+def _first_visit(folder: str, entered: set[tuple[int, int]]) -> bool:
+    """Whether `folder` (by its device and inode) was not entered before in this listing."""
+    try:
+        info = os.stat(folder, follow_symlinks=False)
+    except OSError:
+        return True  # listed, or skipped as gone, when its turn comes
+    if (info.st_dev, info.st_ino) in entered:
+        return False
+    entered.add((info.st_dev, info.st_ino))
+    return True
 
 
 class LocalFrame:

@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from seestar_watch.log import get_logger
+from seestar_watch.log import Repeats, get_logger
+from seestar_watch.sources import MAX_DEPTH, name_problem
 
 log = get_logger("seestar_watch.sources.poller")
 
@@ -34,7 +35,8 @@ def split_entries(
     folders, frames = [], []
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            folders.append(entry.path)
+            if name_problem(entry.name) is None:
+                folders.append(entry.path)
         elif wanted(entry.name):
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -78,11 +80,15 @@ class FolderPoller:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        failures = Repeats()
         while not self._stop.wait(self.interval):
             try:
                 self.poll()
             except OSError as exc:  # the share's trouble: the supervisor sees it too
                 log.debug("poll.failed", path=self.root, error=str(exc))
+            except Exception as exc:  # polled again next time; said once per kind
+                if failures.first(exc):
+                    log.exception("poll.failed", path=self.root, error=f"{type(exc).__name__}")
 
     def poll(self) -> None:
         for folder in list(self._folders):
@@ -112,7 +118,7 @@ class FolderPoller:
         changed = False
         subfolders, frames = split_entries(found, self.wanted)
         for subfolder in subfolders:
-            if self.recursive and subfolder not in self._folders:
+            if self.recursive and subfolder not in self._folders and self._within(subfolder):
                 self._list(subfolder, report=report)
                 changed = True
         present = set()
@@ -127,6 +133,11 @@ class FolderPoller:
         self._hot[folder] = (
             HOT_POLLS if changed and report else max(0, self._hot.get(folder, 0) - 1)
         )
+
+    def _within(self, folder: str) -> bool:
+        """No deeper than MAX_DEPTH below the root (a folder that links to itself, as a
+        share's server may show one, would be entered for ever)."""
+        return os.path.relpath(folder, self.root).count(os.sep) < MAX_DEPTH
 
     def _saw(self, path: str, info: os.stat_result, *, report: bool) -> bool:
         """Record what `path` is now; True (and reported) when it is new or changed."""
