@@ -12,6 +12,7 @@ import select
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,13 +57,26 @@ class MountReport:
     frames: int | None = None
     targets: int | None = None
     observer: str | None = None
+    # told of each check as it is made: a slow share's answer is streamed, step by step
+    listener: Callable[[Check], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ready(self) -> bool:
         return all(check.status != "fail" for check in self.checks)
 
+    def add(self, check: Check) -> None:
+        self.checks.append(check)
+        if self.listener is not None:
+            self.listener(check)
+
+    def fields(self) -> dict[str, Any]:
+        """What it found, JSON-ready."""
+        found = asdict(self)
+        del found["listener"]
+        return found
+
     def as_dict(self) -> dict[str, Any]:
-        return {"ready": self.ready, **asdict(self)}
+        return {"ready": self.ready, **self.fields()}
 
 
 def guess_mount_point(config: WatcherConfig) -> str:
@@ -93,40 +107,56 @@ def remount_read_only(point: str, system: str = sys.platform) -> str:
     return f"sudo mount -o remount,ro {shlex.quote(point)}"
 
 
-def check_mount(config: WatcherConfig, timeout: float, system: str = sys.platform) -> MountReport:
+def check_mount(
+    config: WatcherConfig,
+    timeout: float,
+    system: str = sys.platform,
+    listener: Callable[[Check], None] | None = None,
+) -> MountReport:
+    """Every check, in order; `listener` hears each one as soon as it is made."""
     if isinstance(config.watch_path, SmbUrl):
-        return check_smb(config, config.watch_path, timeout)
+        return check_smb(config, config.watch_path, timeout, listener)
     deadline = time.monotonic() + timeout
     watch = str(config.watch_path)
-    report = MountReport(watch)
+    report = MountReport(watch, listener=listener)
     point = guess_mount_point(config)
     mounts = read_mount_table()
     mount = _check_mounted(report, config, mounts, point, system)
     if config.mount_point is not None and mount is None:
-        report.checks.append(Check("watch_path", "fail", "not looked at: the share is not mounted"))
+        report.add(Check("watch_path", "fail", "not looked at: the share is not mounted"))
         return report
     source = LocalSource(watch, mount_point=config.mount_point)
     state = source.check(max(0.1, deadline - time.monotonic()))
     if not state.is_available:
-        report.checks.append(_unavailable(state.availability, state.reason, point, system))
+        report.add(_unavailable(state.availability, state.reason, point, system))
         return report
     report.latency_ms = round((state.latency or 0) * 1000, 1)
-    report.checks.append(Check("watch_path", "ok", f"{watch} is a folder"))
-    report.checks.append(Check("answers", "ok", f"listed in {report.latency_ms} ms"))
+    report.add(Check("watch_path", "ok", f"{watch} is a folder"))
+    report.add(Check("answers", "ok", f"listed in {report.latency_ms} ms"))
     _count(report, config, SingleFlight("seestar-watch-check"), deadline)
     kind, why = choose_observer(config.observer, watch, mounts)
     report.observer = kind
-    report.checks.append(Check("observer", "ok", f"{config.observer} uses {kind}: {why}"))
+    report.add(Check("observer", "ok", f"{config.observer} uses {kind}: {why}"))
     return report
 
 
-def check_smb(config: WatcherConfig, url: SmbUrl, timeout: float) -> MountReport:
+def check_smb(
+    config: WatcherConfig,
+    url: SmbUrl,
+    timeout: float,
+    listener: Callable[[Check], None] | None = None,
+) -> MountReport:
     """check-mount for an smb:// watch_path: every step of reaching the share, in order."""
     from seestar_watch.sources.smbcheck import diagnose
 
-    found = diagnose(url, timeout, ignore=config.ignore, observer=config.observer)
-    report = MountReport(str(url))
-    report.checks = [Check(*step) for step in found.steps]
+    report = MountReport(str(url), listener=listener)
+    found = diagnose(
+        url,
+        timeout,
+        ignore=config.ignore,
+        observer=config.observer,
+        on_step=lambda step: report.add(Check(*step)),
+    )
     report.latency_ms, report.frames, report.targets = found.latency_ms, found.frames, found.targets
     report.observer = found.observer
     return report
@@ -143,31 +173,37 @@ def check_mount_isolated(
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: answer on the pipe, then go (perhaps slowly)
+    if pid == 0:  # the child: each check on the pipe as it is made, then go (perhaps slowly)
         os.close(read_end)
         # let go of the caller's terminal or pipes, or `$(seestar-watch check-mount)` would
         # wait for this child to finish its hung call
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+
+        def say(what: dict[str, Any]) -> None:
+            os.write(write_end, json.dumps(what).encode() + b"\n")
+
         try:
-            answer = json.dumps(asdict(check_mount(config, timeout, system)))
+            report = check_mount(config, timeout, system, lambda c: say({"check": asdict(c)}))
+            say({"report": report.fields()})
         except BaseException as exc:  # reported by the parent as a failed check
-            answer = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-        os.write(write_end, answer.encode() + b"\n")
+            say({"error": f"{type(exc).__name__}: {exc}"})
         os._exit(0)
     os.close(write_end)
     try:
-        line = _read_line(read_end, time.monotonic() + timeout + 0.5)
+        lines = _read_lines(read_end, time.monotonic() + timeout + 0.5)
     finally:
         os.close(read_end)
         os.waitpid(pid, os.WNOHANG)
-    return _report_from(line, config, timeout)
+    return _report_from(lines, config, timeout)
 
 
-def _read_line(fd: int, deadline: float) -> bytes:
+def _read_lines(fd: int, deadline: float) -> list[bytes]:
+    """The whole lines the child wrote up to its last one (its report, or an error) or
+    the deadline; not up to its exit: a call stuck on a hung mount can keep it alive."""
     data = b""
-    while not data.endswith(b"\n"):
+    while not data.endswith(b"\n") or not data.rsplit(b"\n", 2)[-2].startswith(FINAL):
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
@@ -175,19 +211,30 @@ def _read_line(fd: int, deadline: float) -> bytes:
         if not chunk:
             break
         data += chunk
-    return data
+    return data.split(b"\n")[:-1]
 
 
-def _report_from(line: bytes, config: WatcherConfig, timeout: float) -> MountReport:
-    fields: dict[str, Any] = {"error": f"no answer within {timeout:g} s"}
-    if line.endswith(b"\n"):
-        fields = json.loads(line)
-    if "error" in fields:
-        report = MountReport(str(config.watch_path))
-        report.checks.append(Check("answers", "fail", fields["error"]))
-        return report
-    fields["checks"] = [Check(**check) for check in fields["checks"]]
-    return MountReport(**fields)
+FINAL = (b'{"report"', b'{"error"')  # the child's last line
+
+
+def _report_from(lines: list[bytes], config: WatcherConfig, timeout: float) -> MountReport:
+    """The child's report; or, when it did not finish in time, the checks it made (what
+    passed is kept: a slow share is told apart from a dead one) and one that failed."""
+    report = MountReport(str(config.watch_path))
+    for line in lines:
+        said = json.loads(line)
+        if "report" in said:
+            found = said["report"]
+            found["checks"] = [Check(**check) for check in found["checks"]]
+            return MountReport(**found)
+        if "check" in said:
+            report.add(Check(**said["check"]))
+        if "error" in said:
+            report.add(Check("answers", "fail", said["error"]))
+            return report
+    slow = " (it answers, slowly: the steps above passed)" if report.checks else ""
+    report.add(Check("answers", "fail", f"no further answer within {timeout:g} s{slow}"))
+    return report
 
 
 def _check_mounted(
@@ -203,12 +250,12 @@ def _check_mounted(
                 if enclosing is None
                 else f"set image_watcher.mount_point: {enclosing.mount_point} in the config"
             )
-            report.checks.append(Check("mounted", "fail", not_mounted_reason(point, mounts), fix))
+            report.add(Check("mounted", "fail", not_mounted_reason(point, mounts), fix))
             return None
     else:
         mount = mount_containing(watch, mounts)
     if mount is None:
-        report.checks.append(Check("mounted", "warning", "the mount table could not be read"))
+        report.add(Check("mounted", "warning", "the mount table could not be read"))
         return None
     report.mount = {
         "mount_point": mount.mount_point,
@@ -218,9 +265,9 @@ def _check_mounted(
     }
     where = f"{mount.source} at {mount.mount_point} ({mount.fstype})"
     if mount.is_network:
-        report.checks.append(Check("mounted", "ok", where))
+        report.add(Check("mounted", "ok", where))
     else:
-        report.checks.append(
+        report.add(
             Check(
                 "mounted",
                 "warning",
@@ -231,9 +278,9 @@ def _check_mounted(
         )
         return mount
     if mount.is_read_only:
-        report.checks.append(Check("read_only", "ok", "mounted read-only"))
+        report.add(Check("read_only", "ok", "mounted read-only"))
     else:
-        report.checks.append(
+        report.add(
             Check(
                 "read_only",
                 "warning",
@@ -281,12 +328,12 @@ def _count(
             count, max(0.1, deadline - time.monotonic())
         )
     except ProbeTimeout:
-        report.checks.append(Check("readable", "warning", "still counting frames at the timeout"))
+        report.add(Check("readable", "warning", "still counting frames at the timeout"))
         return
     except OSError as exc:
-        report.checks.append(Check("readable", "fail", f"listing failed: {exc.strerror or exc}"))
+        report.add(Check("readable", "fail", f"listing failed: {exc.strerror or exc}"))
         return
-    report.checks.append(
+    report.add(
         Check(
             "readable",
             "ok",
@@ -294,7 +341,7 @@ def _count(
         )
     )
     if below and not config.recursive:
-        report.checks.append(
+        report.add(
             Check(
                 "recursive",
                 "warning",

@@ -253,3 +253,49 @@ def telescope_writes(
     (folder / f"{stem.name}.jpg").write_bytes(b"\xff\xd8 preview")
     (folder / f"{stem.name}_thn.jpg").write_bytes(b"\xff\xd8 thumb")
     return final
+
+
+class HostileServer:
+    """impacket's SMB2 server (tests/hostile_smb_server.py) on a port of its own, its answers
+    bent by `modes`, serving `folder` as "EMMC Images": beside Samba, never on port 445."""
+
+    def __init__(self, folder: Path, *modes: str) -> None:
+        self.folder = folder
+        self.modes = modes
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"smb://127.0.0.1:{self.port}/EMMC Images"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> HostileServer:
+        import sys
+
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("hostile_smb_server.py")),
+             str(self.port), str(self.folder), *self.modes],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait(lambda: _port_answers(self.port), "the impacket server did not listen")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+
+
+def impacket_missing() -> str | None:
+    try:
+        import impacket.smbserver  # noqa: F401
+    except ImportError:
+        return "impacket is not installed (pip install -e '.[test]')"
+    return None
+
+
+def _port_answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import stat
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -29,9 +28,6 @@ from typing import Any, TypeVar
 
 import smbclient
 from smbclient._io import SMBDirectoryIO
-from smbprotocol.change_notify import (
-    FileSystemWatcher,
-)
 from smbprotocol.exceptions import (
     NoMoreFiles,
     NoSuchFile,
@@ -39,14 +35,21 @@ from smbprotocol.exceptions import (
 )
 from smbprotocol.file_info import FileAttributes, FileInformationClass
 from smbprotocol.open import QueryDirectoryFlags, SMB2QueryDirectoryResponse
-from smbprotocol.structure import DateTimeField
 
 from seestar_watch.config import SmbUrl
-from seestar_watch.log import get_logger
-from seestar_watch.sources import Availability, Entry, OnChange, ShareState, frame_filter
+from seestar_watch.log import Repeats, get_logger
+from seestar_watch.sources import (
+    MAX_DEPTH,
+    Availability,
+    Entry,
+    OnChange,
+    ShareState,
+    frame_filter,
+)
 from seestar_watch.sources.smbconnection import SmbClient, first_line
-from seestar_watch.sources.smbnotify import NOTIFY_FILTER, Notifications
+from seestar_watch.sources.smbnotify import NOTIFY_FILTER, ChangeWatcher, Notifications
 from seestar_watch.sources.smbshares import list_shares
+from seestar_watch.sources.smbwire import Listed, malformed, parse_entries, unusable
 
 log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")
@@ -57,17 +60,16 @@ REPARSE = FileAttributes.FILE_ATTRIBUTE_REPARSE_POINT
 DIRECTORY = FileAttributes.FILE_ATTRIBUTE_DIRECTORY
 
 
-# FILE_ID_FULL_DIR_INFORMATION (MS-FSCC 2.4.18), read with struct: smbprotocol's own
-# parser costs about 60 us an entry, and a rescan of 2,000 frames and their jpg twins is
-# 4,000 entries (a quarter of a CPU second, every rescan_interval).
-_ENTRY = struct.Struct("<II8x8xq8xq8xIII4x8x")  # next, index, mtime, size, attributes, name, ea
-_ENTRY_NAME_AT = 80
+MAX_ENTRIES = 100_000  # in one folder: a Seestar folder holds a few thousand files
+REFUSAL_WAIT = 0.2  # seconds a new watch waits to hear whether the server refuses it
 
 
-def _directory_entries(handle: Any) -> Iterator[tuple[str, bool, int, int]]:
-    """(name, is a folder, size, mtime_ns) of each entry of an open folder; links and other
-    reparse points are left out, as a local listing never follows a symlink."""
+def _directory_entries(handle: Any) -> Iterator[Listed]:
+    """Every entry of an open folder, `.` and `..` included; reparse points (links) are left
+    out, as a local listing never follows a symlink. Raises OSError(EPROTO) on an answer
+    that breaks the protocol, or that never ends."""
     flags = QueryDirectoryFlags.SMB2_RESTART_SCANS
+    count = 0
     while True:
         query, _ = handle.query_directory(
             "*", FileInformationClass.FILE_ID_FULL_DIRECTORY_INFORMATION, flags=flags, send=False
@@ -80,22 +82,12 @@ def _directory_entries(handle: Any) -> Iterator[tuple[str, bool, int, int]]:
             return
         answer = SMB2QueryDirectoryResponse()
         answer.unpack(response["data"].get_value())
-        yield from _parse_entries(answer["buffer"].get_value())
+        for entry in parse_entries(answer["buffer"].get_value()):
+            count += 1
+            if count > MAX_ENTRIES:
+                raise malformed(f"more than {MAX_ENTRIES:,} entries in one folder")
+            yield entry
         flags = 0
-
-
-def _parse_entries(buffer: bytes) -> Iterator[tuple[str, bool, int, int]]:
-    offset = 0
-    while offset < len(buffer):
-        following, _, write_time, size, attributes, length, _ = _ENTRY.unpack_from(buffer, offset)
-        start = offset + _ENTRY_NAME_AT
-        name = buffer[start : start + length].decode("utf-16-le")
-        if name not in (".", "..") and not attributes & REPARSE:
-            mtime_ns = (write_time - DateTimeField.EPOCH_FILETIME) * 100
-            yield name, bool(attributes & DIRECTORY), size, mtime_ns
-        if not following:
-            return
-        offset += following
 
 
 class SmbFrame:
@@ -185,6 +177,7 @@ class SmbSource:
         self._suspects: set[str] = set()  # changed at the last listing, not announced yet
         self._announced_lock = threading.Lock()
         self._full_check_due = 0.0  # when check() lists the folder again instead of an ECHO
+        self._refused = Repeats()  # names skipped, each said once
 
     # -- names --------------------------------------------------------------------
 
@@ -210,30 +203,79 @@ class SmbSource:
     def list_frames(self) -> Iterator[Entry]:
         """One directory query per folder; raises OSError rather than half a list."""
         listing: dict[str, tuple[int, int]] = {}
-        folders = [""]
-        while folders:
-            folder = folders.pop()
-            for name, is_folder, size, mtime_ns in self.query(folder):
-                relpath = f"{folder}/{name}" if folder else name
-                if is_folder:
-                    if self.recursive:
-                        folders.append(relpath)
-                elif self.wanted(name):
-                    listing[relpath] = (size, mtime_ns)
-                    yield Entry(relpath, size, mtime_ns)
+        for folder, entry, _ in self._walk():
+            if not entry.is_folder and self.wanted(entry.name):
+                relpath = f"{folder}/{entry.name}" if folder else entry.name
+                listing[relpath] = (entry.size, entry.mtime_ns)
+                yield Entry(relpath, entry.size, entry.mtime_ns)
         self._compare_with_notifications(listing)
 
-    def query(self, folder: str) -> list[tuple[str, bool, int, int]]:
-        """(name, is a folder, size, mtime_ns) of each entry; links and other reparse points
-        are left out, as a local listing never follows a symlink."""
+    def folders(self) -> list[str]:
+        """Every folder below the watched one that a listing enters (none when not
+        recursive)."""
+        return [
+            f"{folder}/{entry.name}" if folder else entry.name
+            for folder, entry, entered in self._walk()
+            if entered
+        ]
 
-        def query() -> list[tuple[str, bool, int, int]]:
+    def _walk(self) -> Iterator[tuple[str, Listed, bool]]:
+        """(folder, entry, whether the walk enters it) for every entry below the watched
+        folder; sub-folders are entered when recursive, but never one twice (its file id:
+        a link on the server's disk that Samba follows shows as a plain folder), nor
+        deeper than MAX_DEPTH."""
+        own_id, entries = self.folder_listing("")
+        entered = {own_id}
+        waiting = [("", 0, entries)]
+        while waiting:
+            folder, depth, entries = waiting.pop()
+            for entry in entries:
+                enter = (
+                    entry.is_folder
+                    and self.recursive
+                    and depth < MAX_DEPTH
+                    and not (entry.file_id and entry.file_id in entered)
+                )
+                yield folder, entry, enter
+                if enter:
+                    entered.add(entry.file_id)
+                    relpath = f"{folder}/{entry.name}" if folder else entry.name
+                    waiting.append((relpath, depth + 1, self.query(relpath)))
+
+    def query(self, folder: str) -> list[Listed]:
+        """Each entry of `folder` (`.` and `..` and names that cannot be a path's step left
+        out); links and other reparse points are left out, as a local listing never follows
+        a symlink."""
+        return self.folder_listing(folder)[1]
+
+    def folder_listing(self, folder: str) -> tuple[int, list[Listed]]:
+        """The folder's own file id (from its `.` entry; 0 when the server gives none) and
+        its entries, as query() gives them."""
+
+        def query() -> list[Listed]:
             with SMBDirectoryIO(
                 self.client.unc(folder), share_access="rwd", **self.client.options
             ) as handle:
                 return list(_directory_entries(handle.fd))
 
-        return self.client.call(query)
+        own_id, entries = 0, []
+        for entry in self.client.call(query):
+            if entry.name == ".":
+                own_id = entry.file_id
+            elif entry.name != ".." and self._usable(folder, entry.name):
+                entries.append(entry)
+        return own_id, entries
+
+    def _usable(self, folder: str, name: str) -> bool:
+        problem = unusable(name)
+        if problem is not None and self._refused.first(f"{folder}/{name}"):
+            log.warning(
+                "smb.name_refused",
+                folder=self.path_of(folder),
+                name=name.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"),
+                reason=problem,
+            )
+        return problem is None
 
     def stat(self, relpath: str) -> Entry | None:
         unc = self.client.unc(relpath)
@@ -247,20 +289,6 @@ class SmbSource:
     def open(self, relpath: str) -> SmbFrame:
         return SmbFrame(self.client, relpath)
 
-    def folders(self) -> list[str]:
-        """Every folder below the watched one (only its own level when not recursive)."""
-        if not self.recursive:
-            return []
-        found, waiting = [], [""]
-        while waiting:
-            folder = waiting.pop()
-            for name, is_folder, _, _ in self.query(folder):
-                if is_folder:
-                    relpath = f"{folder}/{name}" if folder else name
-                    found.append(relpath)
-                    waiting.append(relpath)
-        return found
-
     def is_folder(self, relpath: str) -> bool:
         unc = self.client.unc(relpath)
         try:
@@ -273,12 +301,11 @@ class SmbSource:
 
     def folders_with_frames(self) -> list[str]:
         found = []
-        for name, is_folder, _, _ in self.query(""):
-            if is_folder and any(
-                not sub_is_folder and self.wanted(sub)
-                for sub, sub_is_folder, _, _ in self.query(name)
+        for folder in self.query(""):
+            if folder.is_folder and any(
+                not entry.is_folder and self.wanted(entry.name) for entry in self.query(folder.name)
             ):
-                found.append(self.path_of(name))
+                found.append(self.path_of(folder.name))
         return found
 
     # -- is it there? -------------------------------------------------------------
@@ -327,12 +354,19 @@ class SmbSource:
             return True
         notify = self.observer_kind == "auto" and not self._notify_silent
         watcher = Notifications(self, on_change, notify=notify)
+        reason = f"listings every {self.poll_interval:g} s"
         if notify:
             try:
                 watcher.arm_all()
             except OSError as exc:
                 log.error("watcher.start_failed", path=self.location, error=exc.strerror)
                 return False
+            refused = watcher.refused_at_once(REFUSAL_WAIT)
+            if refused is None:
+                reason = "the server's change notifications, and listings for the truth"
+            else:
+                notify = False
+                reason = f"the server refuses change notifications ({refused}): {reason}"
         self._watcher = watcher
         watcher.start()
         self.observer_used = "notify" if notify else "polling"
@@ -340,12 +374,14 @@ class SmbSource:
             "watcher.started",
             path=self.location,
             observer=self.observer_used,
-            reason="the server's change notifications, and listings for the truth"
-            if notify
-            else f"listings every {self.poll_interval:g} s",
+            reason=reason,
             recursive=self.recursive,
         )
         return True
+
+    def notifications_refused(self) -> None:
+        """The server refused the watched folder's notification after all: listings."""
+        self.observer_used = "polling"
 
     def unwatch(self, timeout: float) -> None:
         watcher, self._watcher = self._watcher, None
@@ -368,13 +404,13 @@ class SmbSource:
             try:
                 why = ""
                 for _ in range(2):  # a refusal may be a passing one (a server just started)
-                    watcher = FileSystemWatcher(folder.fd)
+                    watcher = ChangeWatcher(folder.fd)
                     watcher.start(NOTIFY_FILTER)
                     if not watcher.response_event.wait(wait):
                         watcher.cancel()  # pending: taken, and waiting for a change
                         return True, ""
                     try:
-                        _ = watcher.result  # raises what the server answered, if it refused
+                        watcher.changes()  # raises what the server answered, if it refused
                     except SMBException as exc:
                         why = first_line(exc)
                         continue

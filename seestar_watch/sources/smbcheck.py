@@ -25,25 +25,37 @@ log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")
 
 
+Step = tuple[str, str, str, str | None]  # name, status, detail, fix
+
+
 @dataclass
 class Diagnosis:
-    steps: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     latency_ms: float | None = None
     frames: int | None = None
     targets: int | None = None
     observer: str | None = None
+    on_step: Callable[[Step], None] = lambda step: None  # each step as soon as it is known
 
     def say(self, name: str, status: str, detail: str, fix: str | None = None) -> bool:
         self.steps.append((name, status, detail, fix))
+        self.on_step((name, status, detail, fix))
         return status != "fail"
 
 
 DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
 
 
-def diagnose(url: SmbUrl, timeout: float, *, ignore: tuple[str, ...], observer: str) -> Diagnosis:
+def diagnose(
+    url: SmbUrl,
+    timeout: float,
+    *,
+    ignore: tuple[str, ...],
+    observer: str,
+    on_step: Callable[[Step], None] = lambda step: None,
+) -> Diagnosis:
     """Host, port, dialect, login, share, folder, listing, frames, notifications."""
-    found = Diagnosis()
+    found = Diagnosis(on_step=on_step)
     deadline = time.monotonic() + timeout
 
     def left() -> float:
@@ -104,6 +116,14 @@ def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
         try:
             connection.connect(timeout=max(1, round(timeout)))
         except Exception as exc:
+            if "timeout" in str(exc).lower():  # a port that takes connections, then silence
+                return found.say(
+                    "dialect",
+                    "fail",
+                    f"{url.host}:{url.port} takes the connection but never answers",
+                    "not an SMB server, or one that hangs: is this the Seestar's address,"
+                    " and is it awake? (restart it if it keeps this up)",
+                )
             return found.say(
                 "dialect",
                 "fail",

@@ -58,15 +58,27 @@ class SmbClient:
             try:
                 self._connect()
                 return function()
-            except SMBOSError as exc:
-                if expired():
-                    raise _timed_out(self.timeout) from None
-                raise OSError(exc.errno, _ntstatusfirst_line(exc), exc.filename) from None
-            except (SMBException, OSError, ValueError) as exc:
-                self.reset()
-                if expired():
-                    raise _timed_out(self.timeout) from None
-                raise unreachable(self.url, exc) from None
+            except Exception as exc:
+                raise self._failure(exc, expired()) from None
+
+    def _failure(self, exc: Exception, expired: bool) -> OSError:
+        """The OSError a failed call raises. A server's refusal (an NTSTATUS) leaves the
+        connection as it is; a call cut off by its deadline is ETIMEDOUT. An answer that
+        breaks the protocol is EPROTO: from our own parsers, read to its end (the
+        connection is still good), or whatever smbprotocol raised on one (a struct.error,
+        a name it could not decode...)."""
+        if expired:  # the deadline closed the connection already
+            return _timed_out(self.timeout)
+        if isinstance(exc, SMBOSError):
+            return OSError(exc.errno, _ntstatusfirst_line(exc), exc.filename)
+        if isinstance(exc, OSError) and exc.errno == errno.EPROTO:
+            return exc
+        if isinstance(exc, UnicodeError):
+            return _unreadable(self.url, exc)
+        self.reset()
+        if isinstance(exc, SMBException | OSError | ValueError):
+            return unreachable(self.url, exc)
+        return _unreadable(self.url, exc)
 
     def _connect(self) -> None:
         with self._lock:
@@ -159,6 +171,13 @@ class _Deadlines:
                 del self._calls[token]
                 self._expired.add(token)
             self._on_expire()
+
+
+def _unreadable(url: SmbUrl, exc: Exception) -> OSError:
+    return OSError(
+        errno.EPROTO,
+        f"{url.host}: an answer that could not be read ({type(exc).__name__}: {first_line(exc)})",
+    )
 
 
 def _timed_out(timeout: float) -> OSError:

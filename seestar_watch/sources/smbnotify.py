@@ -22,12 +22,15 @@ from smbprotocol.change_notify import (
     CompletionFilter,
     FileAction,
     FileSystemWatcher,
+    SMB2ChangeNotifyResponse,
 )
 from smbprotocol.exceptions import SMBException
+from smbprotocol.header import NtStatus
 
-from seestar_watch.log import get_logger
+from seestar_watch.log import Repeats, get_logger
 from seestar_watch.sources import Entry, OnChange
 from seestar_watch.sources.smbconnection import SmbClient, first_line
+from seestar_watch.sources.smbwire import Listed, malformed, parse_changes, spelled_as_listed
 
 log = get_logger("seestar_watch.sources.smb")
 
@@ -60,7 +63,9 @@ class Folders(Protocol):
 
     def is_folder(self, relpath: str) -> bool: ...
 
-    def query(self, folder: str) -> list[tuple[str, bool, int, int]]: ...
+    def query(self, folder: str) -> list[Listed]: ...
+
+    def notifications_refused(self) -> None: ...
 
     def announce(self, relpath: str) -> None: ...
 
@@ -77,6 +82,33 @@ class _Relay(threading.Event):
     def set(self) -> None:
         super().set()
         self._any_answer.set()
+
+
+class ChangeWatcher(FileSystemWatcher):  # type: ignore[misc]  # smbprotocol is untyped
+    """smbprotocol's watcher, its answer read by sources/smbwire.py: every offset checked,
+    a name that is not valid UTF-16 kept for the caller to refuse (smbprotocol's own parser
+    raises on one and would walk a hostile buffer an offset of 1 at a time)."""
+
+    def changes(self) -> list[tuple[int, str]] | None:
+        """(action, name) of each change; [] when the server's buffer overflowed (list the
+        folder instead); None while pending or once cancelled. Raises the server's refusal
+        (an SMBException), or OSError(EPROTO) for an answer that breaks the protocol."""
+        request = self._request
+        if self.cancelled or request is None or request.response is None:
+            return None
+        if request.response["status"].get_value() == NtStatus.STATUS_PENDING:
+            return None
+        if self._t_exc:
+            raise self._t_exc
+        if self._file_actions is not None:  # STATUS_NOTIFY_ENUM_DIR: an overflow, no details
+            return []
+        try:
+            answer = SMB2ChangeNotifyResponse()
+            answer.unpack(request.response["data"].get_value())
+            buffer = answer["buffer"].get_value()
+        except Exception as exc:  # smbprotocol's structures on a hostile answer
+            raise malformed(f"a change notification ({type(exc).__name__})") from None
+        return parse_changes(buffer)
 
 
 class _FolderWatch:
@@ -97,11 +129,11 @@ class _FolderWatch:
                 **client.options,
             )
         )
-        self.pending: FileSystemWatcher | None = None
+        self.pending: ChangeWatcher | None = None
         self.arm()
 
     def arm(self) -> None:
-        watcher = FileSystemWatcher(self.handle.fd)
+        watcher = ChangeWatcher(self.handle.fd)
         watcher.response_event = _Relay(self._any_answer)
         self.client.call(lambda: watcher.start(NOTIFY_FILTER))
         self.pending = watcher
@@ -146,6 +178,7 @@ class Notifications:
         self._any_answer.set()
 
     def _run(self) -> None:
+        failures = Repeats()
         while not self._stop.is_set():
             try:
                 if self.notify:
@@ -154,7 +187,10 @@ class Notifications:
                     self._poll_listings()
             except OSError as exc:  # the share's trouble: the supervisor sees it too
                 log.debug("smb.watch_interrupted", error=str(exc))
-                self._stop.wait(1.0)
+            except Exception as exc:  # an answer nothing expected: armed again, said once
+                if failures.first(exc):
+                    log.exception("smb.watch_failed", error=f"{type(exc).__name__}: {exc}")
+            self._stop.wait(1.0)
 
     def arm_all(self) -> None:
         """A notification pending on every folder; raises OSError. Done before watch()
@@ -169,6 +205,22 @@ class Notifications:
             raise
         self._armed = watches
         self.source.notifications_armed()
+
+    def refused_at_once(self, wait: float) -> str | None:
+        """Why the server refused the watched folder's notification within `wait` seconds
+        (impacket and ksmbd answer at once), or None: then listings are used from the
+        start, and `watcher.started` says so."""
+        root = self._armed.get("")
+        if root is None or root.pending is None or not root.pending.response_event.wait(wait):
+            return None
+        try:
+            root.pending.changes()
+        except SMBException as exc:
+            for watch in self._armed.values():
+                watch.close()
+            self._armed, self.notify = {}, False
+            return first_line(exc)
+        return None  # a change already: taken, and the thread hears it
 
     def _hear_notifications(self) -> None:
         watches, self._armed = self._armed, {}
@@ -194,35 +246,56 @@ class Notifications:
     def _answer(self, watch: _FolderWatch, watches: dict[str, _FolderWatch]) -> None:
         assert watch.pending is not None
         try:
-            actions = watch.pending.result
+            changes = watch.pending.changes()
         except SMBException as exc:  # e.g. STATUS_NOT_IMPLEMENTED (ksmbd), or a folder gone
-            if watch.relpath:
-                watch.close()
-                del watches[watch.relpath]
-                return
-            log.warning(
-                "smb.notify_unsupported",
-                reason=first_line(exc),
-                note=f"listing every {self.source.poll_interval:g} s instead",
-            )
-            self.notify = False
+            self._refused(watch, watches, exc)
             return
-        if actions is None:  # cancelled, or the connection died: the supervisor will see
+        if changes is None:  # cancelled, or the connection died: the supervisor will see
             raise OSError(errno.ENOTCONN, "the change notification was cut off")
         watch.arm()
-        if not actions:  # the server's buffer overflowed: look at what changed
+        if not changes:  # the server's buffer overflowed: look at what changed
             self._report_listing_changes()
             return
-        for action in actions:
-            if action["action"].get_value() in GONE_ACTIONS:
+        self._report_changes(watch, watches, changes)
+
+    def _refused(
+        self, watch: _FolderWatch, watches: dict[str, _FolderWatch], exc: SMBException
+    ) -> None:
+        """A folder's notification refused: a sub-folder that went is no longer watched;
+        the watched folder's means the server will not notify: listings from now on."""
+        if watch.relpath:
+            watch.close()
+            del watches[watch.relpath]
+            return
+        log.warning(
+            "smb.notify_unsupported",
+            reason=first_line(exc),
+            note=f"listing every {self.source.poll_interval:g} s instead",
+        )
+        self.notify = False
+        self.source.notifications_refused()
+
+    def _report_changes(
+        self, watch: _FolderWatch, watches: dict[str, _FolderWatch], changes: list[tuple[int, str]]
+    ) -> None:
+        list_folder = False
+        for action, name in changes:
+            if action in GONE_ACTIONS:
                 continue
-            name = action["file_name"].get_value().replace("\\", "/")
+            if not spelled_as_listed(name):
+                # a notification names one entry of its own folder as it is on the server's
+                # disk, a listing as Windows may see it (Samba lists `M:42_sub` as
+                # `M6LJI2~T`): the listing's spelling is the frame's, so list the folder
+                list_folder = True
+                continue
             relpath = f"{watch.relpath}/{name}" if watch.relpath else name
-            if self.source.wanted(name.rpartition("/")[2]):
+            if self.source.wanted(name):
                 self.source.announce(relpath)
                 self.on_change(relpath)
             elif relpath not in watches and self.source.recursive:
                 self._watch_if_folder(relpath, watches)
+        if list_folder:
+            self._report_folder(watch.relpath, watches)
 
     def _watch_if_folder(self, relpath: str, watches: dict[str, _FolderWatch]) -> None:
         """A new target folder: watch it, and report what it already holds."""
@@ -242,11 +315,14 @@ class Notifications:
                 self._report_folder(relpath, None)
 
     def _report_folder(self, relpath: str, watches: dict[str, _FolderWatch] | None) -> None:
-        for name, is_folder, _, _ in self.source.query(relpath):
-            inner = f"{relpath}/{name}"
-            if is_folder and watches is not None and inner not in watches:
-                self._watch_if_folder(inner, watches)
-            elif self.source.wanted(name):
+        """Report every frame of a folder, and watch its new sub-folders (names as the
+        listing spells them)."""
+        for entry in self.source.query(relpath):
+            inner = f"{relpath}/{entry.name}" if relpath else entry.name
+            if entry.is_folder and watches is not None and inner not in watches:
+                if self.source.recursive:
+                    self._watch_if_folder(inner, watches)
+            elif self.source.wanted(entry.name):
                 self.source.announce(inner)
                 self.on_change(inner)
 
