@@ -229,6 +229,41 @@ def test_a_folder_deeper_than_eight_is_not_entered(
     assert scope.run_sources() == [str(shallow)]
 
 
+@pytest.fixture
+def bound_onto_itself(scope: Scope) -> Any:
+    """`MyWorks/loop` bound onto MyWorks (root only): a plain folder that holds itself, as
+    a share's server shows a link it follows."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    loop = scope.share / "loop"
+    loop.mkdir()
+    done = subprocess.run(["mount", "--bind", str(scope.share), str(loop)], check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    yield loop
+    subprocess.run(["umount", "-l", str(loop)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("observer", ["native", "polling"])
+def test_a_folder_that_holds_itself_is_listed_and_polled_once(
+    scope: Scope, daemons: list[DaemonProcess], bound_onto_itself: Path, observer: str
+) -> None:
+    scope.update(image_watcher={"observer": observer}, state={"process_existing": True})
+    old = write_frame(scope.share / "M 42_sub" / "old.fit")
+    listed = scope.cli("check-mount", "--json")
+    assert json.loads(listed.stdout)["frames"] == 1, listed.stdout
+    daemon = start(scope, daemons)
+    new = write_frame(scope.share / "M 42_sub" / "new.fit")
+    wait_for(lambda: len(scope.runs()) == 2, timeout=20)
+    daemon.wait_for_event("scan.finished", count=3)
+    assert daemon.stop() == 0
+    ran = sorted(os.path.basename(source) for source in scope.run_sources())
+    assert ran == sorted([old.name, new.name])  # each once, under one of its spellings
+
+
 # -- headers made to crash a report ---------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import pytest
 from seestar_watch.sources.smbwire import parse_changes, parse_entries
 from tests.conftest import frame_bytes, real_header, wait_for, write_frame
 from tests.harness import DaemonProcess, Scope, started_daemon
-from tests.smbshare import HostileServer, impacket_missing, telescope_writes
+from tests.smbshare import HostileServer, SambaShare, impacket_missing, telescope_writes
 from tests.test_hostile import YEAR_2300, reasons, sparse_frame
 from tests.test_smb_source import server, smb, start, url_of
 
@@ -337,3 +337,40 @@ def test_folders_samba_shows_under_two_spellings_run_their_frames_once(
     ran = sorted(source.rsplit("/", 1)[1] for source in smb.run_sources())
     assert ran == ["colon.fit", "dots.fit", "spaces.fit"]
     assert not any(f"/{folder}/" in s for folder in names for s in smb.run_sources())
+
+
+# -- the same through a mount (smbnetfs): what the client shows of them -------------------
+
+
+@pytest.mark.smb
+@pytest.mark.slow
+def test_through_a_mount_a_folder_that_links_to_itself_is_listed_once(
+    samba: SambaShare, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    samba.restore()
+    folder = samba.server / "MyWorks" / "mounted_loop"
+    old = telescope_writes(folder / "M 42_sub", "old.fit", chunks=1, pause=0)
+    (folder / "loop").symlink_to(".")  # each path its own inode on the mount: no cycle seen
+    mounted = samba.share / "MyWorks" / "mounted_loop"
+    wait_for((mounted / "loop").is_dir, timeout=15)
+    scope = Scope(
+        tmp_path,
+        image_watcher={
+            "watch_path": str(mounted),
+            "mount_point": str(samba.mount_point),
+            "rescan_interval": 2,
+            "poll_interval": 0.5,
+            "debounce_delay": 1.0,
+        },
+        state={"process_existing": True},
+    )
+    check = scope.cli("check-mount", "--json", timeout=60)
+    assert json.loads(check.stdout)["frames"] == 1, check.stdout
+    daemon = started_daemon(scope, daemons, until="watcher.started")
+    new = telescope_writes(folder / "M 42_sub", "new.fit", chunks=2, pause=0.1)
+    wait_for(lambda: len(scope.runs()) == 2, timeout=30)
+    daemon.wait_for_event("scan.finished", count=3, timeout=30)
+    assert daemon.stop() == 0
+    assert sorted(scope.run_sources()) == sorted(
+        str(mounted / "M 42_sub" / p.name) for p in (new, old)
+    )

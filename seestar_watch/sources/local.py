@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,7 +42,7 @@ from seestar_watch.sources.mounts import (
     mount_containing,
     read_mount_table,
 )
-from seestar_watch.sources.poller import FolderPoller, split_entries
+from seestar_watch.sources.poller import Fingerprint, FolderPoller, split_entries
 
 log = get_logger("seestar_watch.sources.local")
 
@@ -86,23 +87,26 @@ class LocalSource:
 
         A sub-folder that vanished or cannot be read is skipped; an unreadable root, or
         an I/O error from the share anywhere, raises OSError (half a list is not the truth).
+        A folder seen again (by what it holds) is not entered twice.
         """
-        root = os.stat(self.root)
-        entered = {(root.st_dev, root.st_ino)}  # a bind mount or a cifs link: no folder twice
-        folders = [(self.root, 0)]
+        held: set[Fingerprint] = set()  # what each folder listed held: none is seen twice
+        folders = deque([(self.root, 0)])  # shallow first: a folder seen again is the deeper
         while folders:
-            folder, depth = folders.pop()
+            folder, depth = folders.popleft()
             try:
                 with os.scandir(folder) as entries:
-                    found = list(entries)
+                    listed = split_entries(list(entries), self.wanted)
             except OSError as exc:
                 if folder == self.root or exc.errno in SHARE_ERRNOS:
                     raise
                 continue
-            subfolders, frames = split_entries(found, self.wanted)
+            if listed.fingerprint is not None:
+                if listed.fingerprint in held:
+                    continue  # a folder seen again: a link the server follows (loop -> .)
+                held.add(listed.fingerprint)
             if self.recursive and depth < MAX_DEPTH:
-                folders += [(path, depth + 1) for path in subfolders if _first_visit(path, entered)]
-            for path, info in frames:
+                folders += [(path, depth + 1) for path in listed.subfolders]
+            for path, info in listed.frames:
                 yield Entry(os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns)
 
     def stat(self, relpath: str) -> Entry | None:
@@ -209,18 +213,6 @@ class LocalSource:
         folders = relpath.split(os.sep)[:-1]
         if len(folders) <= MAX_DEPTH and not any(map(name_problem, folders)):
             on_change(relpath)  # the same paths as a listing gives
-
-
-def _first_visit(folder: str, entered: set[tuple[int, int]]) -> bool:
-    """Whether `folder` (by its device and inode) was not entered before in this listing."""
-    try:
-        info = os.stat(folder, follow_symlinks=False)
-    except OSError:
-        return True  # listed, or skipped as gone, when its turn comes
-    if (info.st_dev, info.st_ino) in entered:
-        return False
-    entered.add((info.st_dev, info.st_ino))
-    return True
 
 
 class LocalFrame:

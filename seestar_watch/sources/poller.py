@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from seestar_watch.log import Repeats, get_logger
 from seestar_watch.sources import MAX_DEPTH, name_problem
@@ -27,24 +28,50 @@ RECENT = 30.0  # seconds a file that changed is still stat'ed on every poll
 HOT_POLLS = 3  # polls a folder is listed again after a change (coarse folder times)
 
 
-def split_entries(
-    entries: list[os.DirEntry[str]], wanted: Callable[[str], bool]
-) -> tuple[list[str], list[tuple[str, os.stat_result]]]:
-    """A folder's sub-folders (never through a link), and its regular files with a wanted
-    name and their lstat: what a listing and a poll both look at."""
-    folders, frames = [], []
+Fingerprint = frozenset[tuple[str, int, int]]  # what a folder holds: names, sizes, times
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One listed folder: its sub-folders (never through a link), its regular files with a
+    wanted name and their lstat, and what it holds (see `fingerprint`)."""
+
+    subfolders: list[str]
+    frames: list[tuple[str, os.stat_result]]
+    fingerprint: Fingerprint | None
+
+
+def split_entries(entries: list[os.DirEntry[str]], wanted: Callable[[str], bool]) -> Folder:
+    """What a listing and a poll both look at in a folder.
+
+    The fingerprint is every name with, for frames and sub-folders, its size and time:
+    a link on the server's disk that the server follows (`MyWorks/loop -> .`) is a plain
+    folder on a mount, and a FUSE mount gives each path its own inode number, so a folder
+    seen again is known by what it holds (None for an empty one: nothing to see twice)."""
+    folders, frames, held = [], [], []
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if name_problem(entry.name) is None:
                 folders.append(entry.path)
-        elif wanted(entry.name):
+                held.append((entry.name, -1, _mtime(entry)))
+            continue
+        held.append((entry.name, 0, 0))
+        if wanted(entry.name):
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISREG(info.st_mode):
                 frames.append((entry.path, info))
-    return folders, frames
+                held[-1] = (entry.name, info.st_size, info.st_mtime_ns)
+    return Folder(folders, frames, frozenset(held) or None)
+
+
+def _mtime(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return 0
 
 
 class FolderPoller:
@@ -66,6 +93,8 @@ class FolderPoller:
         self._hot: dict[str, int] = {}  # folder -> polls left to list it regardless
         self._files: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime, changed at
         self._in_folder: dict[str, set[str]] = {}
+        self._held: dict[str, Fingerprint] = {}  # folder -> what it held when last listed
+        self._holders: dict[Fingerprint, str] = {}  # ... and back
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="seestar-watch-poll", daemon=True)
 
@@ -114,15 +143,16 @@ class FolderPoller:
     def _list(self, folder: str, *, report: bool) -> None:
         mtime = os.stat(folder).st_mtime_ns  # before listing: a change meanwhile shows next time
         with os.scandir(folder) as entries:
-            found = list(entries)
+            listed = split_entries(list(entries), self.wanted)
+        if not self._first_holder(folder, listed.fingerprint):
+            return  # another folder seen again (a link the server follows): not polled
         changed = False
-        subfolders, frames = split_entries(found, self.wanted)
-        for subfolder in subfolders:
+        for subfolder in listed.subfolders:
             if self.recursive and subfolder not in self._folders and self._within(subfolder):
                 self._list(subfolder, report=report)
-                changed = True
+                changed = subfolder in self._folders or changed
         present = set()
-        for path, info in frames:
+        for path, info in listed.frames:
             present.add(path)
             changed |= self._saw(path, info, report=report)
         for gone in self._in_folder.get(folder, set()) - present:
@@ -133,6 +163,19 @@ class FolderPoller:
         self._hot[folder] = (
             HOT_POLLS if changed and report else max(0, self._hot.get(folder, 0) - 1)
         )
+
+    def _first_holder(self, folder: str, fingerprint: Fingerprint | None) -> bool:
+        """Whether `folder` holds what no other polled folder holds (it is not a second
+        spelling of one); remembers what it holds."""
+        held_by = self._holders.get(fingerprint) if fingerprint is not None else None
+        if held_by is not None and held_by != folder and held_by in self._folders:
+            return False
+        previous = self._held.pop(folder, None)
+        if previous is not None and self._holders.get(previous) == folder:
+            del self._holders[previous]
+        if fingerprint is not None:
+            self._held[folder], self._holders[fingerprint] = fingerprint, folder
+        return True
 
     def _within(self, folder: str) -> bool:
         """No deeper than MAX_DEPTH below the root (a folder that links to itself, as a
@@ -162,3 +205,6 @@ class FolderPoller:
             self._hot.pop(known, None)
             for path in self._in_folder.pop(known, set()):
                 self._files.pop(path, None)
+            fingerprint = self._held.pop(known, None)
+            if fingerprint is not None and self._holders.get(fingerprint) == known:
+                del self._holders[fingerprint]
