@@ -118,7 +118,7 @@ def alert_test(config_path: Path | None) -> None:
     "--timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.1, max=3600),
     help="Seconds to wait for the share to answer.",
 )
 def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None:
@@ -282,7 +282,7 @@ def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> N
     "--limit",
     default=20,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, 100_000),
     help="How many recent frames to list.",
 )
 def status(config_path: Path | None, as_json: bool, limit: int) -> None:

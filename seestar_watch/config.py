@@ -39,14 +39,27 @@ def _expected(problems: list[str], key: str, what: str, value: Any) -> _Invalid:
     return INVALID
 
 
-def number(minimum: float, *, above: bool = False) -> Check:
-    """A real number >= minimum (or > minimum when `above`)."""
+# Upper bounds, each with the reason a larger value is a mistake: a wait longer than this
+# is never meant, and a value past threading.TIMEOUT_MAX (about 292 years) crashes a wait.
+WEEK = 7 * 86400.0
+SECONDS = (WEEK, "a week")
+
+
+def number(
+    minimum: float, *, above: bool = False, at_most: tuple[float, str] | None = SECONDS
+) -> Check:
+    """A real number >= minimum (or > minimum when `above`), and at most `at_most`
+    (a bound and its reason; seconds default to a week)."""
     what = f"a number {'>' if above else '>='} {minimum:g}"
+    if at_most is not None:
+        what += f" and at most {at_most[0]:g} ({at_most[1]})"
 
     def check(value: Any, key: str, problems: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return _expected(problems, key, what, value)
         if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            return _expected(problems, key, what, value)
+        if at_most is not None and value > at_most[0]:
             return _expected(problems, key, what, value)
         return float(value)
 
@@ -186,10 +199,13 @@ def string_map(value: Any, key: str, problems: list[str]) -> Any:
     return {k: str(v) for k, v in value.items()}
 
 
-def integer(minimum: int) -> Check:
+def integer(minimum: int, maximum: int, why: str) -> Check:
+    """A whole number from `minimum` to `maximum` (`why` says why no more)."""
+    what = f"a whole number from {minimum} to {maximum} ({why})"
+
     def check(value: Any, key: str, problems: list[str]) -> Any:
-        if type(value) is not int or value < minimum:
-            return _expected(problems, key, f"a whole number >= {minimum}", value)
+        if type(value) is not int or not minimum <= value <= maximum:
+            return _expected(problems, key, what, value)
         return value
 
     return check
@@ -234,26 +250,33 @@ class WatcherConfig:
     mount_point: Path | None = setting(optional_path, None)
     mount_retry: float = setting(number(0, above=True), 10.0)
     incomplete_timeout: float = setting(number(0, above=True), 300.0)
-    smb_timeout: float = setting(number(0, above=True), 10.0)
+    smb_timeout: float = setting(
+        number(0, above=True, at_most=(600, "a call this long is a lost share")), 10.0
+    )
     # A sub is 4 MB (S50) or 17 MB (S30 Pro), an on-board stack up to ~50 MB; a guest's
     # sparse file can claim gigabytes in a few KB of the telescope's disk.
-    max_frame_mb: float = setting(number(0, above=True), 200.0)
+    max_frame_mb: float = setting(number(0, above=True, at_most=(100_000, "100 GB")), 200.0)
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     command: tuple[str, ...] = setting(pipeline_command)
     timeout: float = setting(number(0, above=True), 600.0)
-    retries: int = setting(integer(0), 2)
+    retries: int = setting(integer(0, 20, "the 20th retry already waits retry_delay x 2^19"), 2)
     retry_delay: float = setting(number(0), 30.0)
-    workers: int = setting(integer(1), 1)
+    workers: int = setting(integer(1, 64, "one thread and one command each"), 1)
     env: dict[str, str] = setting(string_map, factory=dict)
     shutdown_grace: float = setting(number(0), 30.0)
 
+    def retry_wait(self, attempt: int) -> float:
+        """The wait before the retry that follows `attempt`: retry_delay, doubled for each
+        attempt before it, at most a week."""
+        return min(float(self.retry_delay * 2 ** max(0, attempt - 1)), WEEK)
+
     @property
     def longest_retry_delay(self) -> float:
-        """The wait before the last retry: retry_delay, doubled for each retry before it."""
-        return float(self.retry_delay * 2 ** max(0, self.retries - 1))
+        """The wait before the last retry."""
+        return self.retry_wait(self.retries)
 
 
 @dataclass(frozen=True)
@@ -262,7 +285,7 @@ class ArchiveConfig:
     path: Path | None = setting(optional_path, None)  # None: the user data folder
     # below this much free space (after the copy) frames wait instead of being copied:
     # the archive's disk is often the ledger's, and the system's, too
-    min_free_mb: float = setting(number(0), 500.0)
+    min_free_mb: float = setting(number(0, at_most=(10_000_000, "10 TB")), 500.0)
 
     @property
     def folder(self) -> Path:
@@ -358,7 +381,8 @@ def result_limits(value: Any, key: str, problems: list[str]) -> Any:
             ok = False
             continue
         numbers = {
-            edge: number(-math.inf)(limit[edge], f"{where}.{edge}", problems) for edge in limit
+            edge: number(-math.inf, at_most=None)(limit[edge], f"{where}.{edge}", problems)
+            for edge in limit
         }
         if any(n is INVALID for n in numbers.values()):
             ok = False
@@ -390,7 +414,7 @@ class AlertsConfig:
     min_interval: float = setting(number(0), 600.0)
     stalled_after: float = setting(number(0, above=True), 900.0)
     results: dict[str, ResultLimit] = setting(result_limits, factory=dict)
-    results_frames: int = setting(integer(1), 3)
+    results_frames: int = setting(integer(1, 10_000, "a night holds fewer frames"), 3)
     summary_at: str | None = setting(clock_time, None)
 
 
@@ -470,6 +494,9 @@ def parse_config(raw: Any, source: Path) -> Config:
             else f"expected a mapping of sections, got {_shown(raw)}"
         )
         raise ConfigError(str(source), [what])
+    problems += _nul_problems(raw, "")
+    if problems:  # a NUL would crash the first path, command or variable that holds it
+        raise ConfigError(str(source), problems)
     for name in raw:
         if name not in SECTIONS:
             _unknown_key(problems, str(name), str(name), list(SECTIONS))
@@ -488,6 +515,24 @@ def parse_config(raw: Any, source: Path) -> Config:
     if problems:
         raise ConfigError(str(source), problems)
     return Config(source=source, **sections)
+
+
+def _nul_problems(value: Any, key: str) -> list[str]:
+    """Every string of the document (keys too) that holds a NUL character, by its key."""
+    if isinstance(value, str):
+        if "\0" not in value:
+            return []
+        return [f"{key}: holds a NUL character, which no path, command or setting can carry"]
+    found = []
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            where = str(name).replace("\0", "\\0")
+            where = f"{key}.{where}" if key else where
+            found += _nul_problems(name, where) + _nul_problems(item, where)
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            found += _nul_problems(item, f"{key}[{n}]")
+    return found
 
 
 def _combination_problems(sections: dict[str, Any]) -> list[str]:

@@ -220,7 +220,7 @@ class FrameProcessor:
     ) -> str:
         pipeline = self.config.pipeline
         if frame.attempts <= pipeline.retries:
-            delay = pipeline.retry_delay * 2 ** (frame.attempts - 1)
+            delay = pipeline.retry_wait(frame.attempts)
             self.ledger.retry_later(
                 frame.id, delay, exit_code=exit_code, duration=duration, reason=reason
             )

@@ -208,7 +208,7 @@ def test_alert_settings_are_checked() -> None:
         "alerts.results.stars: expected {below: N} and/or {above: N}",
         "alerts.results.fwhm.above: expected a number",
         'alerts.summary_at: expected a local time "HH:MM"',
-        "alerts.results_frames: expected a whole number >= 1",
+        "alerts.results_frames: expected a whole number from 1 to 10000",
         "alerts.urls: expected a list of non-empty strings",
     ):
         assert problem in text, problem

@@ -62,7 +62,7 @@ def test_check_config_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
     path.write_text("image_watcher:\n  watch_path: /x\n  debounce_delay: abc\n  observe: auto\n")
     result = run_cli("check-config", "-c", str(path))
     assert result.returncode == 1
-    assert "image_watcher.debounce_delay: expected a number >= 0, got 'abc'" in result.stderr
+    assert "image_watcher.debounce_delay: expected a number >= 0 and at most" in result.stderr
     assert "did you mean 'observer'?" in result.stderr
     assert "pipeline: required section is missing" in result.stderr
     assert "Traceback" not in result.stderr
@@ -107,3 +107,17 @@ def test_retry_needs_either_failed_or_paths() -> None:
     result = run_cli("retry", "-c", str(EXAMPLE))
     assert result.returncode == 2
     assert "give either --failed or one or more PATHs" in result.stderr
+
+
+def test_numbers_on_the_command_line_have_bounds_too(tmp_path: Path) -> None:
+    (tmp_path / "share").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"image_watcher:\n  watch_path: {tmp_path / 'share'}\npipeline:\n  command: [\"true\"]\n"
+        f"state:\n  path: {tmp_path / 'ledger.sqlite3'}\n"
+    )
+    assert run_cli("run", "--once", "-c", str(config)).returncode == 0
+    for args in (["status", "--limit", "9" * 30], ["check-mount", "--timeout", "1e20"]):
+        result = run_cli(*args, "-c", str(config))
+        assert result.returncode == 2, result.stderr  # a usage error, not "this is a bug"
+        assert "is not in the range" in result.stderr and "Traceback" not in result.stderr

@@ -102,10 +102,10 @@ def test_optional_sections_default_to_platform_folders(
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("pipeline", "retries", -1, "pipeline.retries: expected a whole number >= 0, got -1"),
-        ("pipeline", "workers", 0, "pipeline.workers: expected a whole number >= 1, got 0"),
-        ("pipeline", "workers", 1.5, "pipeline.workers: expected a whole number >= 1, got 1.5"),
-        ("pipeline", "timeout", 0, "pipeline.timeout: expected a number > 0, got 0"),
+        ("pipeline", "retries", -1, "pipeline.retries: expected a whole number from 0 to 20"),
+        ("pipeline", "workers", 0, "pipeline.workers: expected a whole number from 1 to 64"),
+        ("pipeline", "workers", 1.5, "pipeline.workers: expected a whole number from 1 to 64"),
+        ("pipeline", "timeout", 0, "pipeline.timeout: expected a number > 0 and at most"),
         ("pipeline", "env", {"A=B": "1"}, "pipeline.env: expected a mapping of NAME: value"),
         ("pipeline", "env", ["A"], "pipeline.env: expected a mapping of NAME: value"),
         ("image_watcher", "ignore", "Stacked_*", "image_watcher.ignore: expected a list"),
@@ -166,11 +166,12 @@ def test_a_command_string_is_split_once_with_shlex() -> None:
         (
             "debounce_delay",
             "abc",
-            "image_watcher.debounce_delay: expected a number >= 0, got 'abc'",
+            "image_watcher.debounce_delay: expected a number >= 0 and at most 604800 (a week),"
+            " got 'abc'",
         ),
-        ("debounce_delay", -1, "image_watcher.debounce_delay: expected a number >= 0, got -1"),
-        ("debounce_delay", True, "image_watcher.debounce_delay: expected a number >= 0, got True"),
-        ("poll_interval", 0, "image_watcher.poll_interval: expected a number > 0, got 0"),
+        ("debounce_delay", -1, "image_watcher.debounce_delay: expected a number >= 0 and"),
+        ("debounce_delay", True, "image_watcher.debounce_delay: expected a number >= 0 and"),
+        ("poll_interval", 0, "image_watcher.poll_interval: expected a number > 0 and at most"),
         ("recursive", "yes please", "image_watcher.recursive: expected true or false"),
         ("enabled", 1, "image_watcher.enabled: expected true or false, got 1"),
         ("observer", "inotify", "image_watcher.observer: expected one of auto | native | polling"),
@@ -382,3 +383,87 @@ def test_a_few_anchors_and_aliases_are_still_fine(tmp_path: Path) -> None:
         "logging: {level: info}\n"
     )
     assert load_config(path).image_watcher.ignore == ("Stacked_*",)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("pipeline", "retries", 1030, "from 0 to 20 (the 20th retry already waits"),
+        ("pipeline", "workers", 10**6, "from 1 to 64"),
+        ("pipeline", "shutdown_grace", 1e308, "at most 604800 (a week)"),
+        ("pipeline", "timeout", 1e10, "at most 604800 (a week)"),
+        ("pipeline", "retry_delay", 1e10, "at most 604800 (a week)"),
+        ("image_watcher", "rescan_interval", 1e10, "at most 604800 (a week)"),
+        ("image_watcher", "poll_interval", 1e10, "at most 604800 (a week)"),
+        ("image_watcher", "debounce_delay", 1e10, "at most 604800 (a week)"),
+        ("image_watcher", "mount_retry", 1e10, "at most 604800 (a week)"),
+        ("image_watcher", "smb_timeout", 1e10, "at most 600 (a call this long is a lost share)"),
+        ("image_watcher", "max_frame_mb", 1e10, "at most 100000 (100 GB)"),
+        ("archive", "min_free_mb", 1e10, "at most 1e+07 (10 TB)"),
+        ("alerts", "stalled_after", 1e10, "at most 604800 (a week)"),
+        ("alerts", "results_frames", 10**9, "from 1 to 10000"),
+    ],
+)
+def test_every_number_has_an_upper_bound_with_its_reason(
+    section: str, key: str, value: object, message: str
+) -> None:
+    raw: dict[str, object] = valid()
+    raw.setdefault(section, {})[key] = value  # type: ignore[index]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{section}.{key}: expected ") and message in problem
+
+
+def test_the_longest_retry_wait_is_a_week_at_most() -> None:
+    raw = valid()
+    raw["pipeline"] = {"command": ["true"], "retries": 20, "retry_delay": 604800}
+    pipeline = parse_config(raw, Path("x.yaml")).pipeline
+    assert pipeline.longest_retry_delay == 604800 and pipeline.retry_wait(1) == 604800
+
+
+def test_a_nul_in_any_string_is_refused_by_its_key() -> None:
+    raw = {
+        "image_watcher": {"watch_path": "/mnt/seestar\0/MyWorks", "ignore": ["ok", "x\0"]},
+        "pipeline": {"command": ["echo", "{path}\0"], "env": {"A\0B": "1", "C": "x\0"}},
+        "archive": {"path": "/archive\0"},
+        "state": {"path": "/state\0"},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, Path("x.yaml"))
+    keys = [problem.split(": ")[0] for problem in caught.value.problems]
+    assert keys == [
+        "image_watcher.watch_path", "image_watcher.ignore[1]", "pipeline.command[1]",
+        "pipeline.env.A\\0B", "pipeline.env.C", "archive.path", "state.path",
+    ]  # fmt: skip
+    assert all("NUL character" in problem for problem in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ('pipeline:\n  command: ["true"]\n  retries: 1030', "pipeline.retries"),
+        ('pipeline:\n  command: ["true"]\n  shutdown_grace: 1.0e+308', "shutdown_grace"),
+        ('pipeline:\n  command: ["true"]\n  env: {A: "x\\0y"}', "NUL character"),
+        ('pipeline:\n  command: ["tr\\0ue"]', "pipeline.command[0]: holds a NUL"),
+    ],
+)
+def test_check_config_and_run_refuse_what_would_crash_run(
+    tmp_path: Path, settings: str, message: str
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "share").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"image_watcher:\n  watch_path: {tmp_path / 'share'}\n{settings}\n")
+    for command in (["check-config"], ["run", "--once"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "seestar_watch", *command, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
