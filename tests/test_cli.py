@@ -113,7 +113,7 @@ def test_numbers_on_the_command_line_have_bounds_too(tmp_path: Path) -> None:
     (tmp_path / "share").mkdir()
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"image_watcher:\n  watch_path: {tmp_path / 'share'}\npipeline:\n  command: [\"true\"]\n"
+        f'image_watcher:\n  watch_path: {tmp_path / "share"}\npipeline:\n  command: ["true"]\n'
         f"state:\n  path: {tmp_path / 'ledger.sqlite3'}\n"
     )
     assert run_cli("run", "--once", "-c", str(config)).returncode == 0
