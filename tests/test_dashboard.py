@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,9 @@ def test_api_frames_pages_through_a_night_with_its_cursor(
     status, _, body = get(port, "/api/frames?since=yesterday")
     assert status == 400 and b"give a time ago" in body
     assert get(port, "/api/frames?after=-1")[0] == 400
+    for huge in ("after=9223372036854775808", "limit=99999999999999999999", "after=%EF%BC%99"):
+        status, _, body = get(port, f"/api/frames?{huge}")  # past SQLite's 64 bits; not ASCII
+        assert status == 400 and b"below 2^63" in body
 
 
 def test_metrics_in_the_prometheus_text_format(served: tuple[int, Ledger, Path]) -> None:
@@ -356,3 +361,42 @@ def test_connections_that_send_nothing_cost_at_most_a_bounded_number_of_threads(
             connection.close()
     wait_for(lambda: threading.active_count() <= before + 1)
     assert get(port, "/api/status")[0] == 200  # and it serves again once they are gone
+
+
+def test_slow_clients_cannot_hold_every_slot(
+    served: tuple[int, Ledger, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends a header line every few seconds keeps each read within its
+    timeout: without a deadline for the whole headers, 32 of them take every slot."""
+    import threading
+
+    from seestar_watch.dashboard import server
+
+    monkeypatch.setattr(server, "HEADER_DEADLINE", 1.5)
+    port, _, _ = served
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(server.CONNECTIONS)]
+    stop = threading.Event()
+
+    def drip() -> None:
+        for sock in slow:
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n")
+        while not stop.wait(0.3):
+            for sock in slow:
+                with contextlib.suppress(OSError):  # closed on us: what should happen
+                    sock.sendall(b"X-Slow: 1\r\n")
+
+    dripping = threading.Thread(target=drip, daemon=True)
+    dripping.start()
+    try:
+        time.sleep(0.5)  # every slot taken by a slow client
+        answers = [get(port, "/api/status")[0] for _ in range(20)]
+        assert answers == [200] * 20
+        for sock in slow:  # and each slow client is cut off at its deadline
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
+    finally:
+        stop.set()
+        dripping.join(5)
+        for sock in slow:
+            sock.close()

@@ -10,10 +10,12 @@ through DNS rebinding.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,8 +45,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-REQUEST_TIMEOUT = 10.0  # seconds an idle or slow connection may hold its thread
-CONNECTIONS = 32  # requests served at once; more are closed at once
+REQUEST_TIMEOUT = 10.0  # seconds one read or write may wait on the client
+HEADER_DEADLINE = 10.0  # seconds a request's headers must be complete within, in all
+REQUEST_DEADLINE = 60.0  # seconds a whole request may take, its answer included
+CONNECTIONS = 32  # requests served at once
+EVICT_WAIT = 1.0  # seconds a new request waits for the slot of the one it closes
 
 
 class DashboardError(UserError):
@@ -114,26 +119,83 @@ def is_local(name: str) -> bool:
 
 
 class _Server(ThreadingHTTPServer):
-    """At most CONNECTIONS requests at once: a client on the LAN that opens connections
-    without end gets them closed, instead of a thread each."""
+    """At most CONNECTIONS requests at once, each with a deadline for its headers and one
+    for the whole request: a client on the LAN that sends a header line every few seconds
+    (each read is within its timeout) or opens connections without end cannot keep the
+    page from anyone. When every slot is taken, a new request closes the one that has
+    waited longest for its headers and takes its slot."""
 
     daemon_threads = True
 
     def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
         self._slots = threading.BoundedSemaphore(CONNECTIONS)
+        self._live: dict[Any, tuple[float, bool]] = {}  # socket -> (accepted at, headers in)
+        self._live_lock = threading.Lock()
+        self._closed = threading.Event()
+        super().__init__(*args)  # binds: a port in use raises here, with nothing started
+        self._reaper = threading.Thread(
+            target=self._reap, name="seestar-watch-dashboard-reaper", daemon=True
+        )
+        self._reaper.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not self._evict_for(request):
             self.shutdown_request(request)
             return
+        with self._live_lock:
+            self._live[request] = (time.monotonic(), False)
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._live_lock:
+                self._live.pop(request, None)
             self._slots.release()
+
+    def headers_in(self, request: Any) -> None:
+        """The request's headers are complete: only the whole-request deadline is left."""
+        with self._live_lock:
+            if request in self._live:
+                self._live[request] = (self._live[request][0], True)
+
+    def _evict_for(self, request: Any) -> bool:
+        """Close the connection waiting longest for its headers; True once its slot is
+        this request's."""
+        with self._live_lock:
+            waiting = [(since, sock) for sock, (since, done) in self._live.items() if not done]
+        if not waiting:
+            return False
+        _cut(min(waiting, key=lambda item: item[0])[1])
+        return self._slots.acquire(timeout=EVICT_WAIT)
+
+    def _reap(self) -> None:
+        """Close what outlived its deadline, twice a second."""
+        while not self._closed.wait(0.5):
+            now = time.monotonic()
+            with self._live_lock:
+                late = [
+                    sock
+                    for sock, (since, done) in self._live.items()
+                    if now - since > (REQUEST_DEADLINE if done else HEADER_DEADLINE)
+                ]
+            for sock in late:
+                _cut(sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer (a closed tab, a cut connection): not news
+        log.debug("dashboard.request_failed", exc_info=True)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+
+def _cut(sock: Any) -> None:
+    """End a connection from another thread: its handler's read or write fails at once."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _IPv6Server(_Server):
@@ -146,10 +208,16 @@ def _static(name: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     dashboard: Dashboard
+    server: _Server
     timeout = REQUEST_TIMEOUT
 
     def version_string(self) -> str:
         return "seestar-watch"
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.headers_in(self.request)
+        return parsed
 
     def do_GET(self) -> None:
         self._answer(with_body=True)
@@ -239,8 +307,9 @@ def _since(text: str) -> float:
 
 
 def _whole(text: str, name: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{name}: expected a whole number, got {text[:40]!r}")
+    """A whole number that SQLite can take (it holds 64 bits); ValueError (a 400)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**63 - 1:
+        raise ValueError(f"{name}: expected a whole number below 2^63, got {text[:40]!r}")
     return int(text)
 
 
