@@ -95,6 +95,8 @@ class Daemon:
         ):
             if warning := low_space(ledger.path):
                 log.warning("ledger.low_space", warning=warning)
+            if warning := preflight.readable_secrets(self.config):
+                log.warning("config.readable", warning=warning)
             ledger.keep_trying(self.lifecycle.stopping, self.lifecycle.beat)
             children.become_subreaper()  # what a command leaves behind is ours to stop
             children.stop_orphans(ledger)
@@ -194,8 +196,6 @@ class Daemon:
         self._sender = AlertSender(options.urls)
         self._sender.start()
         log.info("alerts.ready", to=[target.label for target in self._sender.targets])
-        if warning := preflight.readable_secrets(self.config):
-            log.warning("alerts.config_readable", warning=warning)
 
     def _start_dashboard(self, ledger: Ledger) -> Dashboard | None:
         """The page, from a read-only connection of its own; a port in use is one log line

@@ -44,8 +44,18 @@ def problems(config: Config) -> list[str]:
 
 
 def readable_secrets(config: Config) -> str | None:
-    """A warning when the config holds alert URLs (tokens, passwords) and others may read it."""
-    if not config.alerts.urls:
+    """A warning when the config holds secrets (alert URLs, an smb:// password) and others
+    may read it."""
+    watch_path = config.image_watcher.watch_path
+    secrets = [
+        *(["alerts.urls (tokens and passwords)"] if config.alerts.urls else []),
+        *(
+            ["the password in image_watcher.watch_path"]
+            if getattr(watch_path, "password", "")
+            else []
+        ),
+    ]
+    if not secrets:
         return None
     try:
         mode = config.source.stat().st_mode
@@ -54,8 +64,8 @@ def readable_secrets(config: Config) -> str | None:
     if not mode & 0o077:
         return None
     return (
-        f"{config.source} holds alerts.urls (tokens and passwords) and other users may read"
-        f" it: chmod 600 {config.source}"
+        f"{config.source} holds {' and '.join(secrets)} and other users may read it:"
+        f" chmod 600 {config.source}"
     )
 
 

@@ -118,7 +118,7 @@ def test_a_scope_that_stops_delivering_is_said_once(
     scope = alerting(tmp_path, [receiver.url()], stalled_after=2)
     os.chmod(scope.config_path, 0o644)  # others may read its token: said at start
     daemon = started_daemon(scope, daemons, until="watcher.started")
-    (readable,) = daemon.events("alerts.config_readable")
+    (readable,) = daemon.events("config.readable")
     assert f"chmod 600 {scope.config_path}" in readable["warning"]
     write_frame(scope.share / "M 42_sub" / "a.fit")
     daemon.wait_for_event("pipeline.finished")

@@ -306,3 +306,23 @@ def test_a_failed_thread_is_one_alert_per_thread_and_error() -> None:
     alerts = rules.due()
     assert [a.kind for a in alerts] == ["thread_failed"] * 2
     assert "intake" in alerts[0].title and "started again" in alerts[0].body
+
+
+# -- secrets and files other local users could read ----------------------------------------
+
+
+@pytest.mark.slow
+def test_an_smb_password_in_a_config_others_may_read_is_warned_of(scope: Scope) -> None:
+    scope.update(image_watcher={"watch_path": "smb://ann:hunter2@127.0.0.1:1/EMMC Images/MyWorks"})
+    os.chmod(scope.config_path, 0o644)
+    checked = scope.cli("check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "holds the password in image_watcher.watch_path" in checked.stdout
+    assert f"chmod 600 {scope.config_path}" in checked.stdout
+    ran = scope.cli("run", "--once")
+    assert ran.returncode == 1  # nothing answers on port 1
+    (said,) = [json.loads(line) for line in ran.stderr.splitlines() if "config.readable" in line]
+    assert "password" in said["warning"]
+    assert "hunter2" not in checked.stdout + checked.stderr + ran.stdout + ran.stderr
+    os.chmod(scope.config_path, 0o600)
+    assert "warning" not in scope.cli("check-config").stdout
