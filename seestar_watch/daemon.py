@@ -27,7 +27,7 @@ from seestar_watch.config import Config
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
-from seestar_watch.lifecycle import Lifecycle
+from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
@@ -75,6 +75,7 @@ class Daemon:
         self._watch: Watch | None = None
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
+        self._user_umask = -1  # the umask run was started with: the command's
         self.alerts: AlertRules | None = None  # with alerts.urls, while run() runs
         self._sender: AlertSender | None = None
         self.share.on_turn = self.lifecycle.beat
@@ -91,6 +92,7 @@ class Daemon:
             )
         with (
             self.lifecycle.handling_signals(),
+            private_files() as self._user_umask,
             Ledger.exclusive(self.config.state.ledger) as ledger,
         ):
             if warning := low_space(ledger.path):
@@ -264,6 +266,7 @@ class Daemon:
             self.lifecycle.should_abort,
             self.share_answers,
             on_outcome=self._frame_finished,
+            command_umask=self._user_umask,
         )
 
     def _frame_finished(self, outcome: Outcome) -> None:

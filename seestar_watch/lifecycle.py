@@ -9,6 +9,7 @@ forces it.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -22,6 +23,20 @@ log = get_logger("seestar_watch.daemon")
 
 RESTART_PAUSE = 1.0  # seconds before a thread that failed is started again, doubling ...
 RESTART_PAUSE_MAX = 20.0  # ... up to this (under the stall limit: the watchdog stays fed)
+
+
+@contextmanager
+def private_files() -> Iterator[int]:
+    """What this process creates is its user's alone (0600 files, 0700 folders, as the
+    units' UMask=0077): the ledger and its WAL, the archive copies and the daemon's view
+    tell what the night was. Yields the umask it replaced: the command runs with that one,
+    as it would from the user's shell."""
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    try:
+        yield previous
+    finally:
+        os.umask(previous)
 
 
 class Lifecycle:

@@ -17,7 +17,7 @@ from seestar_watch.config import Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import Status
 from seestar_watch.ledger import Ledger
-from seestar_watch.lifecycle import Lifecycle
+from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import get_logger
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import PROBE_TIMEOUT
@@ -54,7 +54,11 @@ def process_paths(
     relpaths = relpaths_inside(source, paths)
     lifecycle = Lifecycle(config.pipeline.shutdown_grace)
     outcomes: dict[str, Outcome] = {}
-    with lifecycle.handling_signals(), Ledger.exclusive(config.state.ledger) as ledger:
+    with (
+        lifecycle.handling_signals(),
+        private_files() as user_umask,
+        Ledger.exclusive(config.state.ledger) as ledger,
+    ):
         # the ledger is ours alone: a row still `running` was left by a daemon that was killed
         children.stop_orphans(ledger)
         if recovered := ledger.recover_running():
@@ -76,6 +80,7 @@ def process_paths(
             source,
             lifecycle.should_abort,
             lambda: source.check(PROBE_TIMEOUT).is_available,
+            command_umask=user_umask,
         )
         processor.clean_archive()
         for frame_id in progress(list(queued)):

@@ -153,11 +153,13 @@ def run_command(
     output_limit: int = OUTPUT_LIMIT,
     before_exec: Callable[[], None] | None = None,
     on_started: Callable[[int], None] | None = None,
+    umask: int = -1,
 ) -> RunResult:
     """Run argv to completion, timeout or abort; never raises for anything the command does.
 
     `before_exec` runs in the child before exec (e.g. to die with the daemon);
-    `on_started` gets the command's pid, which is also its process group's id."""
+    `on_started` gets the command's pid, which is also its process group's id; `umask`
+    (unless -1) is the command's."""
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -169,6 +171,7 @@ def run_command(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            umask=umask,
             # before_exec only makes one system call (prctl), taking no lock that another
             # thread could hold across the fork
             preexec_fn=before_exec,  # noqa: PLW1509

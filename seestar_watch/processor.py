@@ -52,6 +52,7 @@ class FrameProcessor:
         share_ok: Callable[[], bool],
         *,
         on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+        command_umask: int = -1,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -60,6 +61,7 @@ class FrameProcessor:
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
         self.on_outcome = on_outcome  # how a frame ended for good (the alerts)
         self.low_space: str | None = None  # why frames wait for room in the archive
+        self.command_umask = command_umask  # the user's, not the daemon's private one
 
     def clean_archive(self) -> None:
         """At start: temporaries of copies cut off by a power cut go (the copies are redone)."""
@@ -164,6 +166,7 @@ class FrameProcessor:
                 cwd=self.config.folder,  # relative paths in the command mean the config's folder
                 should_abort=self.should_abort,
                 on_line=on_line,
+                umask=self.command_umask,
             )
             measured = _result_of(result_path, bound) if result.succeeded else None
         if result.pid is not None:

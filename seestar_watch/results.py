@@ -10,10 +10,10 @@ ledger as the frame's `result`, which `status`, `export` and the dashboard show.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -32,14 +32,16 @@ class ResultProblem(ValueError):
 
 @contextmanager
 def result_file() -> Iterator[str]:
-    """The path of a new, empty file only this user may read, removed on the way out."""
-    fd, path = tempfile.mkstemp(prefix="seestar-watch-result-", suffix=".json")
-    os.close(fd)
+    """The path of a new, empty file only this user may read, in a folder of its own that
+    is removed on the way out with whatever the command left there (it may put a folder,
+    a FIFO or a link in the file's place: none outlives the run)."""
+    folder = tempfile.mkdtemp(prefix="seestar-watch-result-")
+    path = os.path.join(folder, "result.json")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     try:
         yield path
     finally:
-        with contextlib.suppress(OSError):  # the command removed it itself: nothing to clean
-            os.unlink(path)
+        shutil.rmtree(folder, ignore_errors=True)  # never follows a link it finds
 
 
 def read_result(path: str) -> Result | None:

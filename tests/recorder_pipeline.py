@@ -6,7 +6,7 @@ does next: ok, fail, fail-then-ok (fails while $RECORD_DIR/fail-count < 2), hang
 grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout),
 group:<s> (a helper in its process group, then slow), escape (a double-forked, setsid
 process left behind). $RESULT, when set, is written as it is to $SEESTAR_WATCH_RESULT;
-$RESULT_AS=fifo or symlink puts a FIFO, or a link to $RESULT, there instead.
+$RESULT_AS=fifo, symlink or folder puts a FIFO, a link to $RESULT, or a folder there instead.
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ with open(os.path.join(record_dir, "runs.jsonl"), "a") as runs:
 
 result_path = os.environ.get("SEESTAR_WATCH_RESULT")
 if result_path and "RESULT" in os.environ:
-    if os.environ.get("RESULT_AS") in ("fifo", "symlink"):
+    if os.environ.get("RESULT_AS") in ("fifo", "symlink", "folder"):
         os.unlink(result_path)
         if os.environ["RESULT_AS"] == "fifo":
             os.mkfifo(result_path)
+        elif os.environ["RESULT_AS"] == "folder":
+            os.mkdir(result_path)
+            with open(os.path.join(result_path, "inside"), "w") as inside:
+                inside.write(os.environ["RESULT"])
         else:
             os.symlink(os.environ["RESULT"], result_path)
     else:

@@ -326,3 +326,31 @@ def test_an_smb_password_in_a_config_others_may_read_is_warned_of(scope: Scope) 
     assert "hunter2" not in checked.stdout + checked.stderr + ran.stdout + ran.stderr
     os.chmod(scope.config_path, 0o600)
     assert "warning" not in scope.cli("check-config").stdout
+
+
+@pytest.mark.slow
+def test_what_run_creates_is_its_users_alone_and_the_command_keeps_the_users_umask(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    previous = os.umask(0o022)  # a plain `run` from a shell
+    try:
+        daemon = start(scope, daemons)
+    finally:
+        os.umask(previous)
+    write_frame(scope.share / "M 42_sub" / "a.fit")
+    wait_for(lambda: len(scope.runs()) == 1, timeout=20)
+    daemon.wait_for_event("pipeline.finished")
+    ledger = scope.ledger
+    made = [
+        ledger,
+        ledger.with_name(ledger.name + "-wal"),
+        ledger.with_name(ledger.name + ".lock"),
+        ledger.with_name(ledger.name + ".daemon.json"),
+        scope.archive / "M 42_sub",
+        scope.archive / "M 42_sub" / "a.fit",
+    ]
+    wait_for(made[3].exists)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in made}
+    assert daemon.stop() == 0
+    assert all(int(mode, 8) & 0o077 == 0 for mode in modes.values()), modes
+    assert (scope.records / "runs.jsonl").stat().st_mode & 0o777 == 0o644  # the command's

@@ -94,7 +94,7 @@ def test_what_the_command_writes_is_recorded_and_the_file_removed(scope: Scope) 
     assert shown["result"] == {"stars": 41}
 
 
-@pytest.mark.parametrize("kind", ["bad", "fifo", "symlink"])
+@pytest.mark.parametrize("kind", ["bad", "fifo", "symlink", "folder"])
 def test_an_unusable_result_is_a_warning_naming_the_frame_and_the_frame_is_done(
     scope: Scope, kind: str
 ) -> None:
@@ -113,6 +113,10 @@ def test_an_unusable_result_is_a_warning_naming_the_frame_and_the_frame_is_done(
     assert warning["frame"] == "M 42_sub/<b>.fit" and warning["reason"]
     (shown,) = status_of(scope)["frames"]
     assert shown["state"] == "done" and shown["result"] is None
+    (run,) = scope.runs()  # whatever the command put in its place is gone, and its folder
+    assert not os.path.lexists(run["result_path"])
+    assert not os.path.lexists(os.path.dirname(run["result_path"]))
+    assert os.path.exists("/etc/passwd")
 
 
 def test_a_failed_run_records_no_result(scope: Scope) -> None:
