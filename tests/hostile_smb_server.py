@@ -10,6 +10,7 @@ notifications (STATUS_NOT_SUPPORTED) and gives no file ids. MODEs bend it furthe
 - truncated: every folder's listing ends with an entry shorter than its fixed part
   (truncated:<n>: only the first n listings);
 - empty-name: every folder's listing holds one more folder, with an empty name;
+- endless: a folder's listing never ends (each answer starts it over);
 - slow:<s>: every answer is sent <s> seconds late.
 """
 
@@ -67,6 +68,10 @@ def main() -> None:
     answered = [0]
 
     def query_directory(conn_id: int, smb_server: Any, packet: Any) -> Any:
+        if "endless" in modes:  # SMB2_RESTART_SCANS on every request: it starts over
+            data = bytearray(packet["Data"])
+            data[3] |= smb2.SMB2_RESTART_SCANS
+            packet["Data"] = bytes(data)
         answers, packets, status = original(conn_id, smb_server, packet)
         if status == 0 and answers and "Buffer" in answers[0].fields:
             buffer = bent(answers[0]["Buffer"], modes, answered[0])

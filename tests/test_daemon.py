@@ -861,7 +861,7 @@ def test_a_full_archive_disk_then_space_again_loses_nothing_and_leaves_no_partia
     # no free-space floor: the copy itself meets the full disk (ENOSPC half-way)
     scope.update(
         archive={"path": str(archive), "min_free_mb": 0},
-        pipeline={"retries": 50, "retry_delay": 0.5},
+        pipeline={"retries": 20, "retry_delay": 0.5},
     )
     daemon = start(scope, daemons)
     filler = archive / "filler"

@@ -152,6 +152,23 @@ def test_malformed_listings_are_failed_scans_and_the_night_goes_on(
 
 
 @needs_impacket
+def test_a_listing_that_never_ends_is_cut_off(
+    share_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seestar_watch.config import parse_smb_url
+    from seestar_watch.sources import smb as smb_source
+
+    monkeypatch.setattr(smb_source, "MAX_ENTRIES", 300)  # 100,000 in use: seconds here
+    for n in range(3):
+        write_frame(share_folder / "MyWorks" / f"f{n}.fit")
+    with HostileServer(share_folder, "endless") as hostile:
+        source = smb_source.SmbSource(parse_smb_url(f"{hostile.url}/MyWorks"), timeout=30)
+        with pytest.raises(OSError, match="more than 300 entries in one folder") as caught:
+            list(source.list_frames())
+    assert caught.value.errno == 71  # EPROTO: the server's fault, not a lost share
+
+
+@needs_impacket
 @pytest.mark.slow
 def test_a_folder_with_an_empty_name_is_skipped_and_stop_is_prompt(
     tmp_path: Path, share_folder: Path, daemons: list[DaemonProcess]

@@ -177,8 +177,13 @@ def test_a_server_without_change_notifications_still_gets_every_frame_run(
     daemon.wait_for_event("pipeline.finished", count=len(names))
     assert daemon.stop() == 0
     assert sorted(s.rsplit("/", 1)[1] for s in smb.run_sources()) == names
+    # said once: at start when the server refuses at once, else when it is found out
+    (started,) = daemon.events("watcher.started")
     said = daemon.events("smb.notify_silent") + daemon.events("smb.notify_unsupported")
-    assert len(said) == 1  # said once, then listings every poll_interval
+    if started["observer"] == "polling":
+        assert "refuses change notifications" in started["reason"] and not said
+    else:
+        assert len(said) == 1  # then listings every poll_interval
 
 
 def run_cli(scope: Scope, *args: str) -> Any:
