@@ -135,6 +135,10 @@ class DaemonProcess:
 
         return wait_for(seen, timeout)  # type: ignore[no-any-return]
 
+    def wait_for_next(self, name: str, more: int = 1, timeout: float = 20) -> None:
+        """Wait for `more` `name` events after those already logged (a rescan after this)."""
+        self.wait_for_event(name, count=len(self.events(name)) + more, timeout=timeout)
+
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -88,7 +88,7 @@ def test_a_frame_dated_2300_is_rejected_with_the_reason_and_the_next_one_runs(
     wait_for(lambda: "future.fit" in reasons(scope, "rejected"), timeout=20)
     good = write_frame(scope.share / "M 42_sub" / "good.fit")
     wait_for(lambda: scope.run_sources() == [str(good)], timeout=20)
-    daemon.wait_for_event("scan.finished", count=3)  # the rescans know it: no loop, no crash
+    daemon.wait_for_next("scan.finished")  # a rescan knows it: no loop, no crash
     assert daemon.stop() == 0
     assert "2300" in reasons(scope, "rejected")["future.fit"]
     assert scope.run_sources() == [str(good)]
@@ -161,7 +161,7 @@ def test_frames_wait_for_room_in_the_archive_instead_of_failing(
     ]
     (said,) = daemon.wait_for_event("archive.low_space")
     assert "min_free_mb" in said["reason"]
-    daemon.wait_for_event("scan.finished", count=3)
+    daemon.wait_for_next("scan.finished")
     counts = status(scope)["counts"]
     assert counts["pending"] == 2 and counts["failed"] == 0 and scope.runs() == []
     filler.unlink()
@@ -195,7 +195,7 @@ def test_a_second_spelling_of_a_frame_runs_it_once(
     twin.parent.mkdir()
     os.link(original, twin)  # the same file, the same name, size and time
     daemon.wait_for_event("frame.second_spelling")
-    daemon.wait_for_event("scan.finished", count=3)
+    daemon.wait_for_next("scan.finished")
     assert daemon.stop() == 0
     assert scope.run_sources() == [str(original)]
     assert "M 42_sub/Light_M 42_001.fit" in reasons(scope, "skipped")[original.name]
@@ -210,7 +210,7 @@ def test_names_that_are_no_path_step_are_never_frames(
     write_frame(scope.share / "M 42_sub" / "back\\slash.fit")  # a separator on SMB
     good = write_frame(scope.share / "M 42_sub" / "good.fit")
     wait_for(lambda: scope.run_sources() == [str(good)], timeout=20)
-    daemon.wait_for_event("scan.finished", count=3)
+    daemon.wait_for_next("scan.finished")
     assert daemon.stop() == 0
     assert scope.run_sources() == [str(good)]
 
@@ -224,7 +224,7 @@ def test_a_folder_deeper_than_eight_is_not_entered(
     shallow = write_frame(scope.share.joinpath(*[f"d{n}" for n in range(8)]) / "eight.fit")
     write_frame(deep / "nine.fit")
     wait_for(lambda: scope.run_sources() == [str(shallow)], timeout=20)
-    daemon.wait_for_event("scan.finished", count=3)
+    daemon.wait_for_next("scan.finished")
     assert daemon.stop() == 0
     assert scope.run_sources() == [str(shallow)]
 
@@ -258,7 +258,7 @@ def test_a_folder_that_holds_itself_is_listed_and_polled_once(
     daemon = start(scope, daemons)
     new = write_frame(scope.share / "M 42_sub" / "new.fit")
     wait_for(lambda: len(scope.runs()) == 2, timeout=20)
-    daemon.wait_for_event("scan.finished", count=3)
+    daemon.wait_for_next("scan.finished")
     assert daemon.stop() == 0
     ran = sorted(os.path.basename(source) for source in scope.run_sources())
     assert ran == sorted([old.name, new.name])  # each once, under one of its spellings

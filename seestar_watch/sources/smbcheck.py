@@ -120,7 +120,8 @@ def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
                 return found.say(
                     "dialect",
                     "fail",
-                    f"{url.host}:{url.port} takes the connection but never answers",
+                    f"{url.host}:{url.port} takes the connection but gives no answer within"
+                    f" {max(1, round(timeout))} s",
                     "not an SMB server, or one that hangs: is this the Seestar's address,"
                     " and is it awake? (restart it if it keeps this up)",
                 )
