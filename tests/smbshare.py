@@ -9,6 +9,7 @@ inotify event. Needs root, /dev/fuse and Debian's samba, smbnetfs and fuse3
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -120,11 +121,13 @@ class SambaShare:
     def freeze_server(self) -> None:
         """SIGSTOP every smbd: calls on the mount hang, like a scope that stopped answering."""
         for pid in self._all_server_pids():
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a child that just ended
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw_server(self) -> None:
         for pid in self._all_server_pids():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def _server_pid(self) -> int | None:
         pidfile = self._etc / "run" / "smbd.pid"
