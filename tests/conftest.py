@@ -180,6 +180,13 @@ def read_only_folder(tmpfs: Callable[[str, str], Path]) -> Path:
     return tmpfs("read-only", "ro,size=1m")
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Tests on the machine's one SMB test bed (port 445) all run in one worker of
+    pytest-xdist, one after the other; the rest are shared out among the workers."""
+    if "samba" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("samba"))
+
+
 @pytest.fixture(scope="session")
 def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The machine's one SMB test bed (tests/smbshare.py), for every module that needs it."""
