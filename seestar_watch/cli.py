@@ -44,12 +44,28 @@ class Commands(click.Group):
             raise
         except KeyboardInterrupt:
             sys.exit(130)
+        except BrokenPipeError:  # `export | head`: the reader has what it wanted
+            _quiet_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             import logging
 
             logging.getLogger("seestar_watch").critical("internal_error", exc_info=True)
             click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug)", err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+EXIT_BROKEN_PIPE = 141  # as a command killed by SIGPIPE, what `head` leaves its writer
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it once more on the way out, and a second
+    BrokenPipeError there would print a traceback after all."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def load(config_path: Path | None) -> Config:

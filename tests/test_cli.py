@@ -121,3 +121,26 @@ def test_numbers_on_the_command_line_have_bounds_too(tmp_path: Path) -> None:
         result = run_cli(*args, "-c", str(config))
         assert result.returncode == 2, result.stderr  # a usage error, not "this is a bug"
         assert "is not in the range" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.sources import Version
+
+    (tmp_path / "share").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"image_watcher:\n  watch_path: {tmp_path / 'share'}\npipeline:\n  command: [echo]\n"
+        f"state:\n  path: {tmp_path / 'ledger.sqlite3'}\n"
+    )
+    with Ledger.exclusive(tmp_path / "ledger.sqlite3") as ledger:  # a long night's rows
+        ledger.record_baseline(Version(f"M 42_sub/{n}.fit".encode(), 1, n) for n in range(20000))
+    for args in (["export", "--csv"], ["check-config"], ["status", "--limit", "5000"]):
+        command = [sys.executable, "-m", "seestar_watch", *args, "-c", str(config)]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+            assert run.stdout is not None and run.stderr is not None
+            run.stdout.readline()
+            run.stdout.close()  # `| head -1`
+            errors = run.stderr.read().decode()
+            assert run.wait(30) in (0, 141), errors  # done first, or told of the closed pipe
+        assert errors == "", args
