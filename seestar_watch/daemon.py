@@ -391,7 +391,7 @@ class Daemon:
         watch.warn_if_frames_unwatched()
         processor = self._processor(ledger)
         processor.clean_archive()
-        for entry in self.source.list_frames():
+        for entry in sorted(self.source.list_frames(), key=lambda e: e.mtime_ns):
             if not ledger.knows(entry.version):
                 intake.read_and_record(
                     ledger,

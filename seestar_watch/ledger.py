@@ -2,7 +2,7 @@
 
 One row per frame *version* (path, size, mtime): a frame that is done never runs
 again, a new version of it does. The ledger is also the work queue: pending rows
-wait here, in arrival order, not in a list in memory, so a restart or a crash
+wait here, oldest first, not in a list in memory, so a restart or a crash
 loses nothing (rows left `running` by a killed daemon go back to `pending`).
 
 Paths are stored relative to watch_path as the raw bytes of the name, so names
@@ -203,8 +203,10 @@ class Ledger:
             with self._transaction():
                 self._migrate(db, version)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # for spelled_elsewhere(); an index only, which a schema-3 daemon reads as it is
+        # for spelled_elsewhere() and claims in the frames' own order: indexes only, which a
+        # schema-3 daemon reads as they are
         db.execute("CREATE INDEX IF NOT EXISTS frames_by_time ON frames (mtime_ns, size)")
+        db.execute("CREATE INDEX IF NOT EXISTS frames_waiting ON frames (state, mtime_ns)")
         problem = db.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
@@ -446,7 +448,9 @@ class Ledger:
         return self._write(work)
 
     def claim_next(self, longest_wait: float = math.inf) -> Frame | None:
-        """The oldest pending frame that is due, now marked running; None when there is none.
+        """The oldest pending frame that is due (by its own time: after an outage the night
+        runs in the order it was taken, not in listing order), now marked running; None when
+        there is none.
 
         A retry due more than `longest_wait` (the longest retry delay) from now was stored
         before the clock stepped back (NTP correcting a Raspberry Pi without a real-time
@@ -466,7 +470,7 @@ class Ledger:
         def work(db: sqlite3.Connection) -> Any:
             row = db.execute(
                 "SELECT id, relpath, size, mtime_ns, header, attempts, archived FROM frames"
-                f" WHERE state = 'pending' AND ({condition}) ORDER BY id LIMIT 1",
+                f" WHERE state = 'pending' AND ({condition}) ORDER BY mtime_ns, id LIMIT 1",
                 values,
             ).fetchone()
             if row is None:

@@ -65,15 +65,15 @@ def process_paths(
             log.warning(
                 "ledger.recovered", frames=recovered, note="left running by a killed daemon"
             )
-        queued = {}
+        queued: dict[int, tuple[int, str]] = {}  # frame id -> its time, the path as given
         for shown, relpath in relpaths.items():
-            frame_id, outcome = _queue(
+            frame_id, outcome, mtime_ns = _queue(
                 source, ledger, relpath, force=force, max_frame_mb=config.image_watcher.max_frame_mb
             )
             if frame_id is None:
                 outcomes[shown] = outcome
             else:
-                queued[frame_id] = shown
+                queued[frame_id] = (mtime_ns, shown)
         processor = FrameProcessor(
             config,
             ledger,
@@ -83,33 +83,35 @@ def process_paths(
             command_umask=user_umask,
         )
         processor.clean_archive()
-        for frame_id in progress(list(queued)):
+        oldest_first = sorted(queued, key=lambda frame_id: queued[frame_id])
+        for frame_id in progress(oldest_first):
             state = _run_until_settled(ledger, processor, frame_id, lifecycle)
             note = (processor.low_space or "") if state == "waiting" else ""
-            outcomes[queued[frame_id]] = Outcome(state, note)
+            outcomes[queued[frame_id][1]] = Outcome(state, note)
     return outcomes
 
 
 def _queue(
     source: Source, ledger: Ledger, relpath: str, *, force: bool, max_frame_mb: float
-) -> tuple[int | None, Outcome]:
-    """The frame's ledger id, made pending (skipped, failed and new frames run too), or why not."""
+) -> tuple[int | None, Outcome, int]:
+    """The frame's ledger id, made pending (skipped, failed and new frames run too), or why
+    not; and its modification time (frames run oldest first)."""
     taken, header = intake.read_and_record(ledger, source, relpath, max_frame_mb=max_frame_mb)
     if header.version is None or header.status not in (Status.COMPLETE, Status.INVALID):
-        return None, Outcome("not run", taken)
+        return None, Outcome("not run", taken), 0
     entry = Entry(relpath, *header.version)
     problem = intake.frame_problem(entry, header, max_frame_mb)
     if problem is not None:  # --force too: a rejected frame never runs
-        return None, Outcome("rejected", problem)
+        return None, Outcome("rejected", problem), entry.mtime_ns
     version = entry.version
     found = ledger.find(version)
     state = None if found is None else found[1]
     if state == "done" and not force:
-        return None, Outcome("done", "already done: --force runs it again")
+        return None, Outcome("done", "already done: --force runs it again"), entry.mtime_ns
     if force or state != "pending":
         ledger.force_pending(version, header.cards)
         found = ledger.find(version)
-    return (None if found is None else found[0]), Outcome("pending")
+    return (None if found is None else found[0]), Outcome("pending"), entry.mtime_ns
 
 
 def _run_until_settled(

@@ -274,7 +274,9 @@ class Watch:
             self._scan_failed(exc)
             return
         self._scan_succeeded()
-        for entry in entries:
+        # the oldest first: frames that waited (an outage, a restart) settle, and so run, in
+        # the order they were taken, not in the order the server lists them
+        for entry in sorted(entries, key=lambda e: e.mtime_ns):
             seen += 1
             folders.add(entry.relpath.rpartition("/")[0])
             try:

@@ -879,3 +879,33 @@ def test_a_full_archive_disk_then_space_again_loses_nothing_and_leaves_no_partia
     copy = archive / "M 42_sub" / "a.fit"
     assert copy.read_bytes() == path.read_bytes()
     assert not list(archive.rglob("*.partial"))
+
+
+def frames_taken_out_of_order(scope: Scope, count: int = 8) -> list[Path]:
+    """Frames whose names, creation and listing order are not the order they were taken
+    in (their modification times): the oldest first in the list returned."""
+    paths = [frame(scope, f"Light_{n:02d}.fit") for n in range(count)]
+    taken = [paths[(5 * n + 3) % count] for n in range(count)]  # 3, 0, 5, 2, 7, 4, 1, 6
+    for minute, path in enumerate(taken):
+        when = 1_790_000_000 + 60 * minute
+        os.utime(path, (when, when))
+    return taken
+
+
+def test_frames_that_waited_run_oldest_first(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    assert start(scope, daemons).stop() == 0  # the first start's baseline: nothing there
+    taken = frames_taken_out_of_order(scope)
+    daemon = start(scope, daemons)
+    wait_for(lambda: len(scope.runs()) == len(taken), timeout=30)
+    assert daemon.stop() == 0
+    assert scope.run_sources() == [str(path) for path in taken]
+
+
+def test_run_once_and_process_run_frames_oldest_first(scope: Scope) -> None:
+    assert scope.cli("run", "--once").returncode == 0
+    taken = frames_taken_out_of_order(scope)
+    assert scope.cli("run", "--once").returncode == 0
+    assert scope.run_sources() == [str(path) for path in taken]
+    done = scope.cli("process", "--force", *sorted(map(str, taken)))
+    assert done.returncode == 0, done.stderr
+    assert scope.run_sources()[len(taken) :] == [str(path) for path in taken]
