@@ -41,6 +41,11 @@ from seestar_watch.sources import Source
 
 log = get_logger("seestar_watch.processor")
 
+# sysexits.h's EX_DATAERR: the command says "this frame cannot be used" (a 3-D stack, not a
+# light frame); it is rejected at once instead of tried again
+EX_DATAERR = 65
+LAST_WORDS = 200  # characters of the command's last line kept with a failure
+
 
 class FrameProcessor:
     def __init__(
@@ -191,10 +196,31 @@ class FrameProcessor:
             return "done"
         if path == source and not self.share_ok():  # it read from the share, which went away
             return self._postpone(frame, "share unavailable during the run", bound)
+        last = _last_words(tail)
+        if result.outcome == "exited" and result.exit_code == EX_DATAERR:
+            return self._unusable(frame, result, last, bound)
         reason = result.error or _describe_failure(result, pipeline.timeout)
         return self._failed_attempt(
-            frame, result.exit_code, result.duration, reason, bound, tail=tuple(tail)
+            frame,
+            result.exit_code,
+            result.duration,
+            f"{reason}: {last}" if last and not result.error else reason,
+            bound,
+            tail=tuple(tail),
         )
+
+    def _unusable(self, frame: Frame, result: RunResult, last: str, bound: Any) -> str:
+        """The command said this frame cannot be used (EX_DATAERR): rejected at once, with
+        its last words, and never tried again."""
+        reason = f"the command cannot use this frame (exit code {EX_DATAERR})" + (
+            f": {last}" if last else ""
+        )
+        self.ledger.finish(
+            frame.id, "rejected", exit_code=EX_DATAERR, duration=result.duration, reason=reason
+        )
+        bound.warning("frame.rejected", reason=reason)
+        self.on_outcome(Outcome(frame.version.name, "rejected", EX_DATAERR, reason))
+        return "rejected"
 
     def _wait_for_room(self, frame: Frame, reason: str) -> str:
         """Pending again, nothing held against it: said once (a log line and an alert)
@@ -252,6 +278,12 @@ def _result_of(path: str, bound: Any) -> Result | None:
             " and nulls",
         )
         return None
+
+
+def _last_words(tail: deque[str]) -> str:
+    """The command's last line of output that says something, cut to a readable length."""
+    said = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    return said if len(said) <= LAST_WORDS else said[: LAST_WORDS - 3] + "..."
 
 
 def _describe_failure(result: RunResult, timeout: float) -> str:

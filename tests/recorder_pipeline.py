@@ -2,7 +2,8 @@
 
 It appends one JSON line per run to $RECORD_DIR/runs.jsonl (argv, stdin, the SEESTAR_WATCH_*
 variables and whether NOTIFY_SOCKET/WATCHDOG_* leaked through). $BEHAVIOUR chooses what it
-does next: ok, fail, fail-then-ok (fails while $RECORD_DIR/fail-count < 2), hang, slow:<s>,
+does next: ok, fail, unusable (exit 65), fail-then-ok (fails while $RECORD_DIR/fail-count < 2),
+hang, slow:<s>,
 grandchild (leaves a child holding stdout open), flood (writes 50 MB to stdout),
 group:<s> (a helper in its process group, then slow), escape (a double-forked, setsid
 process left behind). $RESULT, when set, is written as it is to $SEESTAR_WATCH_RESULT;
@@ -54,6 +55,10 @@ if result_path and "RESULT" in os.environ:
 if behaviour == "fail":
     print("photometry failed: no stars", file=sys.stderr)
     sys.exit(3)
+if behaviour == "unusable":  # EX_DATAERR: this frame can never be used
+    print("reading the frame", flush=True)
+    print("not a light frame: NAXIS = 3 (an on-board stack)", file=sys.stderr)
+    sys.exit(65)
 if behaviour == "fail-then-ok":
     counter = os.path.join(record_dir, "fail-count")
     failures = int(open(counter).read()) if os.path.exists(counter) else 0

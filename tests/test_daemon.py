@@ -183,6 +183,8 @@ def test_a_failing_command_is_retried_then_failed_then_retry_puts_it_back(
     status = json.loads(scope.cli("status", "--json").stdout)
     assert status["counts"]["failed"] == 1
     assert status["frames"][0]["exit_code"] == 3 and status["frames"][0]["attempts"] == 3
+    assert status["frames"][0]["reason"] == "exit code 3: photometry failed: no stars"
+    assert "(exit code 3: photometry failed: no stars)" in scope.cli("status").stdout
 
     scope.behave("ok")  # the daemon keeps its loaded config: retry, then restart to fix it
     assert daemon.stop() == 0
@@ -909,3 +911,24 @@ def test_run_once_and_process_run_frames_oldest_first(scope: Scope) -> None:
     done = scope.cli("process", "--force", *sorted(map(str, taken)))
     assert done.returncode == 0, done.stderr
     assert scope.run_sources()[len(taken) :] == [str(path) for path in taken]
+
+
+def test_a_frame_the_command_cannot_use_is_rejected_at_once_and_never_retried(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    scope.behave("unusable")  # exit 65, EX_DATAERR
+    scope.update(pipeline={"retries": 2, "retry_delay": 0})
+    daemon = start(scope, daemons)
+    frame(scope, "stack.fit")
+    (rejected,) = daemon.wait_for_event("frame.rejected")
+    assert rejected["reason"] == (
+        "the command cannot use this frame (exit code 65):"
+        " not a light frame: NAXIS = 3 (an on-board stack)"
+    )
+    daemon.wait_for_next("scan.finished")
+    assert daemon.stop() == 0
+    assert len(scope.runs()) == 1 and not daemon.events("frame.retry_scheduled")
+    retried = scope.cli("retry", "--failed")
+    assert "0 failed frame(s) back to pending" in retried.stdout
+    (shown,) = json.loads(scope.cli("status", "--json").stdout)["frames"]
+    assert shown["state"] == "rejected" and shown["exit_code"] == 65
