@@ -111,8 +111,19 @@ def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 65  # EX_DATAERR: the daemon rejects it, and does not retry
     assert result.stderr.startswith("error: cannot read") and len(result.stderr.splitlines()) == 1
+
+
+def test_an_on_board_stack_is_a_frame_it_cannot_use(tmp_path: Path) -> None:
+    import numpy as np
+    from astropy.io import fits
+
+    stack = tmp_path / "Stacked_30_M 42_10.0s_IRCUT_20240101-203500.fit"
+    fits.PrimaryHDU(np.zeros((3, 64, 64), dtype=np.int16)).writeto(stack)  # 3 colour planes
+    result = quicklook(str(stack))
+    assert result.returncode == 65, result.stderr  # EX_DATAERR: rejected, never retried
+    assert "is not a 2-D image (shape (3, 64, 64))" in result.stderr
 
 
 def quicklook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -141,7 +152,7 @@ def test_a_truncated_frame_is_one_line_not_astropys_message(tmp_path: Path) -> N
     frame = tmp_path / "cut.fit"
     frame.write_bytes(frame_bytes(Sky(stars=star_field(5, seed=2)))[:100_000])
     result = quicklook(str(frame))
-    assert result.returncode == 1
+    assert result.returncode == 65
     assert result.stderr.startswith(f"error: cannot read {frame}: truncated")
     assert len(result.stderr.splitlines()) == 1 and "astropy" not in result.stderr.lower()
 

@@ -78,7 +78,14 @@ class Measurement:
 
 
 class QuicklookError(UserError):
-    """The file cannot be measured (not a 2-D FITS image); one line says why."""
+    """What quicklook cannot do (write its CSV or result file); one line says why."""
+
+
+class UnusableFrame(QuicklookError):
+    """The file cannot be measured (not a 2-D FITS image). Its exit code is EX_DATAERR (65):
+    under the daemon the frame is rejected at once, not tried again."""
+
+    exit_code = 65
 
 
 def load(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -86,18 +93,18 @@ def load(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     why a file is not one (checked by our own header reader, not astropy's messages)."""
     checked = read_header(os.fspath(path))
     if checked.status is Status.INCOMPLETE:
-        raise QuicklookError(f"cannot read {path}: truncated ({checked.reason})")
+        raise UnusableFrame(f"cannot read {path}: truncated ({checked.reason})")
     if checked.status is not Status.COMPLETE:
-        raise QuicklookError(f"cannot read {path}: {checked.reason}")
+        raise UnusableFrame(f"cannot read {path}: {checked.reason}")
     try:
         with fits.open(path, memmap=False) as hdus:
             hdu = hdus[0]
             data, header = hdu.data, dict(hdu.header)
     except (OSError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise QuicklookError(f"cannot read {path}: {reason}") from None
+        raise UnusableFrame(f"cannot read {path}: {reason}") from None
     if data is None or data.ndim != 2 or min(data.shape) < 16:
-        raise QuicklookError(f"{path} is not a 2-D image (shape {getattr(data, 'shape', None)})")
+        raise UnusableFrame(f"{path} is not a 2-D image (shape {getattr(data, 'shape', None)})")
     return np.asarray(data, dtype=np.float64), header
 
 
