@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from seestar_watch import children, intake, preflight
+from seestar_watch import children, intake, preflight, report
 from seestar_watch import share as share_module
 from seestar_watch.alerts import AlertRules, Outcome, night_figures
 from seestar_watch.config import Config
@@ -158,7 +158,7 @@ class Daemon:
         notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
         next_status = time.monotonic() + STATUS_EVERY
         view = self.view()
-        overview.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
+        report.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
         while not self.lifecycle.wait(1.0):
             if self.turning(threads):  # if not, systemd restarts us after WatchdogSec
                 notifier.watchdog()
@@ -166,7 +166,7 @@ class Daemon:
                 notifier.status(self.status_line(ledger))
                 next_status = time.monotonic() + STATUS_EVERY
             if view != (view := self.view()):
-                overview.write_daemon_view(ledger.path, view)
+                report.write_daemon_view(ledger.path, view)
             if self.alerts is not None and self._sender is not None:
                 for alert in self.alerts.due():
                     self._sender.send(alert)  # queued: sending never holds this loop

@@ -7,6 +7,7 @@ result. Read while the daemon runs (the ledger opened read-only).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -15,7 +16,10 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 from seestar_watch.config import Config
 from seestar_watch.ledger import STATES, Ledger, low_space
@@ -85,16 +89,32 @@ def status_report(config: Config, limit: int) -> dict[str, Any]:
         return {"counts": dict.fromkeys(STATES, 0), "frames": [], "ledger": str(path)}
     with Ledger.reading(path) as ledger:
         report = status_from(ledger, open_source(config.image_watcher), limit)
+    report["daemon"] = recorded_daemon_view(path)
     if warning := low_space(path):
         report["warning"] = warning
     return report
+
+
+def daemon_line(view: dict[str, Any]) -> str:
+    """What the daemon sees, in one line: "daemon: running; share down: <why>"."""
+    from seestar_watch.log import escape
+
+    if not view.get("running"):
+        return "daemon: not running"
+    share = str(view.get("share") or "unknown")
+    why = f": {escape(str(view['reason']))}" if view.get("reason") else ""
+    observer = f"; observer {view['observer']}" if view.get("observer") else ""
+    return f"daemon: running; share {share}{why}{observer}"
 
 
 def status_table(report: dict[str, Any]) -> str:
     from seestar_watch.log import escape
 
     counts = report["counts"]
-    lines = ["  ".join(f"{state} {counts[state]}" for state in STATES), ""]
+    lines = ["  ".join(f"{state} {counts[state]}" for state in STATES)]
+    if "daemon" in report:
+        lines.append(daemon_line(report["daemon"]))
+    lines.append("")
     if "warning" in report:
         lines[1:1] = [f"warning: {report['warning']}"]
     if not any(counts.values()):
@@ -198,3 +218,51 @@ def _cell(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+# -- the daemon's view, beside the ledger: what status and a dashboard on its own show ----
+#
+# The running daemon leaves its view of the share (up or waiting and why, the observer) in
+# `<ledger>.daemon.json` whenever it changes, with its pid and start time, so that whoever
+# reads the ledger can tell what it sees and whether it still runs.
+
+
+def state_file(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".daemon.json")
+
+
+def write_daemon_view(ledger: Path, view: dict[str, Any]) -> None:
+    """Replace the file at once (a reader never sees half of it); never raises: the page
+    is worth less than the frames."""
+    path = state_file(ledger)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        temporary.write_text(json.dumps(view, ensure_ascii=True))
+        os.replace(temporary, path)
+
+
+def recorded_daemon_view(ledger: Path) -> dict[str, Any]:
+    """What the last daemon left, with `running` checked (a file cannot say whether the
+    process that wrote it is still alive)."""
+    try:
+        view = json.loads(state_file(ledger).read_text())
+        if not isinstance(view, dict):
+            view = {}
+    except (OSError, ValueError):
+        view = {}
+    running = _still_running(view)
+    if not running and view:
+        view["share"] = "unknown"
+        view["reason"] = "the daemon is not running"
+    return {**view, "running": running, "served_by": "ledger"}
+
+
+def _still_running(view: dict[str, Any]) -> bool:
+    """Whether the process that wrote `view` runs still (pids are reused: its start time
+    must match too). Asking its lock instead could make a daemon starting that very
+    moment believe another one held the ledger."""
+    try:
+        process = psutil.Process(int(view["pid"]))
+        return abs(process.create_time() - float(view["pid_started"])) < 1.0
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return False

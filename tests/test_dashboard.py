@@ -18,9 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from seestar_watch.config import parse_listen
-from seestar_watch.dashboard.overview import Overview, night_start, recorded_daemon_view
+from seestar_watch.dashboard.overview import Overview, night_start
 from seestar_watch.dashboard.server import Dashboard, DashboardError
 from seestar_watch.ledger import Ledger
+from seestar_watch.report import recorded_daemon_view
 from seestar_watch.sources import Version
 from seestar_watch.sources.local import LocalSource
 from tests.conftest import wait_for, write_frame

@@ -288,3 +288,39 @@ def test_percent_encoded_share_names_are_the_same_share(tmp_path: Path) -> None:
     secret = watch("smb://ann:hunter2@seestar.local/EMMC Images/MyWorks")
     assert "hunter2" not in str(secret) and "hunter2" not in repr(secret)
     assert os.fspath(tmp_path)  # the URLs need no local folder
+
+
+@pytest.mark.parametrize("wrong", ["folder", "share"])
+def test_a_wrong_folder_or_share_waits_never_up(
+    samba: SambaShare, smb: Scope, daemons: list[DaemonProcess], wrong: str
+) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = server(smb) / "MyWork"
+    watched = (
+        f"{smb.url}/MyWork"
+        if wrong == "folder"
+        else f"{SHARE_URL.replace('EMMC Images', 'Seestar')}/MyWorks"
+    )  # type: ignore[attr-defined]
+    smb.update(image_watcher={"watch_path": watched}, dashboard={"listen": f"127.0.0.1:{port}"})
+    daemon = started_daemon(smb, daemons, until="share.waiting")
+    daemon.wait_for_event("dashboard.started")
+    seen = set()
+    deadline = time.monotonic() + 4  # eight checks of the share (mount_retry 0.5 s)
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as answer:
+            view = json.load(answer)["daemon"]
+        seen.add((view["share"], view["reason"]))
+        time.sleep(0.2)
+    assert {share for share, _ in seen} == {"down"} and not daemon.events("share.ready")
+    said = "does not exist" if wrong == "folder" else "no share named 'Seestar'"
+    assert all(said in reason for _, reason in seen)
+    assert said in smb.cli("status").stdout.splitlines()[1]
+    if wrong == "folder":
+        folder.mkdir()  # and once it is there, it is up
+        daemon.wait_for_event("share.ready", timeout=20)
+    assert daemon.stop() == 0

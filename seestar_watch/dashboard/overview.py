@@ -1,23 +1,16 @@
 """What the dashboard shows, as JSON: the ledger (read-only) and the daemon's view of the share.
 
-The running daemon hands its live view (share, observer) to its own dashboard, and
-also leaves it beside the ledger in `<ledger>.daemon.json` whenever it changes, so
-that `seestar-watch dashboard` started on its own can show it too (and whether that
-daemon still runs: its pid and start time are in the file).
+The running daemon hands its live view (share, observer) to its own dashboard; the one
+it leaves beside the ledger (report.py) is what `seestar-watch dashboard` started on its
+own shows.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import psutil
 
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import USEFUL_FIELDS, frame_view, status_from
@@ -71,47 +64,3 @@ def night_start(moment: float) -> float:
     if local < noon:
         noon -= timedelta(days=1)
     return noon.timestamp()
-
-
-# -- the daemon's view, beside the ledger ------------------------------------------------
-
-
-def state_file(ledger: Path) -> Path:
-    return ledger.with_name(ledger.name + ".daemon.json")
-
-
-def write_daemon_view(ledger: Path, view: dict[str, Any]) -> None:
-    """Replace the file at once (a reader never sees half of it); never raises: the page
-    is worth less than the frames."""
-    path = state_file(ledger)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(OSError):
-        temporary.write_text(json.dumps(view, ensure_ascii=True))
-        os.replace(temporary, path)
-
-
-def recorded_daemon_view(ledger: Path) -> dict[str, Any]:
-    """What the last daemon left, with `running` checked (a file cannot say whether the
-    process that wrote it is still alive)."""
-    try:
-        view = json.loads(state_file(ledger).read_text())
-        if not isinstance(view, dict):
-            view = {}
-    except (OSError, ValueError):
-        view = {}
-    running = _still_running(view)
-    if not running and view:
-        view["share"] = "unknown"
-        view["reason"] = "the daemon is not running"
-    return {**view, "running": running, "served_by": "ledger"}
-
-
-def _still_running(view: dict[str, Any]) -> bool:
-    """Whether the process that wrote `view` runs still (pids are reused: its start time
-    must match too). Asking its lock instead could make a daemon starting that very
-    moment believe another one held the ledger."""
-    try:
-        process = psutil.Process(int(view["pid"]))
-        return abs(process.create_time() - float(view["pid_started"])) < 1.0
-    except (KeyError, TypeError, ValueError, psutil.Error):
-        return False

@@ -28,7 +28,7 @@ from seestar_watch.dashboard.metrics import CONTENT_TYPE, LedgerCollector, metri
 from seestar_watch.dashboard.overview import Overview
 from seestar_watch.errors import UserError
 from seestar_watch.log import get_logger
-from seestar_watch.report import parse_since
+from seestar_watch.report import parse_since, recorded_daemon_view
 
 log = get_logger("seestar_watch.dashboard")
 
@@ -316,7 +316,6 @@ def _whole(text: str, name: str) -> int:
 def serve_ledger(config: Config, listen: Listen, say: Callable[[str], None]) -> None:
     """`seestar-watch dashboard`: the same page from the ledger alone, opened read-only,
     while the daemon runs or after it; until SIGTERM or Ctrl-C."""
-    from seestar_watch.dashboard.overview import recorded_daemon_view
     from seestar_watch.ledger import Ledger
     from seestar_watch.lifecycle import Lifecycle
     from seestar_watch.sources import open_source

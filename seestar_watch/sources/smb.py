@@ -258,8 +258,14 @@ class SmbSource:
             ) as handle:
                 return list(_directory_entries(handle.fd))
 
+        try:
+            answer = self.client.call(query)
+        except OSError:
+            if not folder:  # the watched folder itself: the next check() lists it again
+                self._full_check_due = 0.0
+            raise
         own_id, entries = 0, []
-        for entry in self.client.call(query):
+        for entry in answer:
             if entry.name == ".":
                 own_id = entry.file_id
             elif entry.name != ".." and self._usable(folder, entry.name):
@@ -320,13 +326,15 @@ class SmbSource:
                 return ShareState(Availability.AVAILABLE, "", None, time.monotonic() - started)
             except OSError as exc:
                 return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
-        self._full_check_due = started + FULL_CHECK_EVERY
         try:
             self.query("")
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return ShareState(Availability.MISSING, self._missing())
             return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
+        # the server answers and the folder is there: an ECHO says so until the next listing
+        # (not before: a wrong share or folder answers an ECHO too)
+        self._full_check_due = started + FULL_CHECK_EVERY
         return ShareState(Availability.AVAILABLE, "", None, time.monotonic() - started)
 
     def _missing(self) -> str:
