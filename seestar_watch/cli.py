@@ -260,34 +260,56 @@ def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: b
 
 @cli.command("process")
 @config_option
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("frames", nargs=-1)
 @click.option("--force", is_flag=True, help="Run frames that are already done again.")
-def process(config_path: Path | None, paths: tuple[Path, ...], force: bool) -> None:
-    """Run the pipeline now on the given frames (same path as the daemon: ledger and archive).
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Instead of FRAMEs: run every frame done since then again (12h, 30m, 2d, or a local"
+    " date or time), from its archived copy: a new pipeline over a night.",
+)
+@click.option("--all", "every", is_flag=True, help="Instead of FRAMEs: every frame done.")
+def process(
+    config_path: Path | None,
+    frames: tuple[str, ...],
+    force: bool,
+    since: str | None,
+    every: bool,
+) -> None:
+    """Run the pipeline now on these frames (same path as the daemon: ledger and archive).
 
-    Needs the ledger to itself: stop the daemon first (or use `retry` while it runs).
-    Exits 0 when every frame ended done, 1 otherwise.
+    A FRAME is named as `status` prints it (its path on the share or its smb:// URL), by its
+    path below watch_path, or by its archived copy. Needs the ledger to itself: stop the
+    daemon first (or use `retry` while it runs). Exits 0 when every frame ended done, 1
+    otherwise.
     """
+    if bool(frames) + (since is not None) + every != 1:
+        raise click.UsageError("give FRAMEs, or --since WHEN, or --all")
     config = load(config_path)
     from seestar_watch import preflight
     from seestar_watch.log import escape
-    from seestar_watch.manual import process_paths
+    from seestar_watch.manual import process_frames
+    from seestar_watch.report import parse_since
 
+    try:
+        start = 0.0 if every else None if since is None else parse_since(since)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     preflight.require(config)
 
     def progress(ids: list[int]) -> Iterator[int]:
-        if len(ids) < 5:
+        if len(ids) < 5 or not sys.stderr.isatty():
             yield from ids
             return
         with click.progressbar(ids, label="frames", file=sys.stderr) as bar:
             yield from bar
 
-    outcomes = process_paths(config, paths, force=force, progress=progress)
-    for path, outcome in outcomes.items():
+    outcomes = process_frames(config, frames, force=force, since=start, progress=progress)
+    for name, outcome in outcomes.items():
         note = f"\t({outcome.note})" if outcome.note else ""
-        click.echo(f"{outcome.state}\t{escape(path)}{note}")
+        click.echo(f"{outcome.state}\t{escape(name)}{note}")
+    if start is not None and not outcomes:
+        click.echo("no frame done in that time", err=True)
     sys.exit(0 if all(o.state == "done" for o in outcomes.values()) else 1)
 
 
@@ -364,16 +386,20 @@ def export(
 @cli.command("retry")
 @config_option
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed frame.")
-@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-def retry(config_path: Path | None, all_failed: bool, paths: tuple[Path, ...]) -> None:
-    """Put failed frames (--failed: all of them) back to pending; a running daemon picks them up."""
-    if all_failed == bool(paths):
-        raise click.UsageError("give either --failed or one or more PATHs")
+@click.argument("frames", nargs=-1)
+def retry(config_path: Path | None, all_failed: bool, frames: tuple[str, ...]) -> None:
+    """Put failed frames (--failed: all of them) back to pending; a running daemon picks them up.
+
+    A FRAME is named as for `process`: as `status` prints it, by its path below watch_path,
+    or by its archived copy.
+    """
+    if all_failed == bool(frames):
+        raise click.UsageError("give either --failed or one or more FRAMEs")
     config = load(config_path)
     from seestar_watch.log import escape
-    from seestar_watch.manual import retry_paths
+    from seestar_watch.manual import retry_frames
 
-    count, notes = retry_paths(config, None if all_failed else list(paths))
+    count, notes = retry_frames(config, None if all_failed else list(frames))
     click.echo(f"{count} failed frame(s) back to pending")
     for path, note in notes.items():
         click.echo(f"{escape(path)}: {note}")

@@ -73,6 +73,26 @@ class Frame:
     archived: str | None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A frame as the ledger recorded it, whatever its state."""
+
+    id: int
+    version: Version
+    state: str
+    header: dict[str, Any]
+    archived: str | None
+
+
+_RECORDED = "id, relpath, size, mtime_ns, state, header, archived"
+
+
+def _recorded(row: tuple[Any, ...]) -> Recorded:
+    header = json.loads(row[5]) if row[5] else {}
+    archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
+    return Recorded(row[0], Version(bytes(row[1]), row[2], row[3]), row[4], header, archived)
+
+
 class LedgerError(UserError):
     pass
 
@@ -310,6 +330,35 @@ class Ledger:
                 version.key,
             ).fetchone()
             return None if row is None else (int(row[0]), str(row[1]))
+
+    def recorded(self, relpath: bytes) -> Recorded | None:
+        """The newest version recorded at `relpath`, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_RECORDED} FROM frames WHERE relpath = ? ORDER BY id DESC LIMIT 1",
+                (relpath,),
+            ).fetchone()
+        return None if row is None else _recorded(row)
+
+    def archived_at(self, copy: str) -> bytes | None:
+        """The relpath of the frame whose archived copy is `copy`, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT relpath FROM frames WHERE archived = ? ORDER BY id DESC LIMIT 1",
+                (os.fsencode(copy),),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def done_since(self, since: float) -> list[Recorded]:
+        """Every frame `done` that was first seen at or after `since` (unix time), oldest
+        first by its own time: what `process --since` runs again."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RECORDED} FROM frames WHERE state = 'done' AND created_at >= ?"
+                " ORDER BY mtime_ns, id",
+                (since,),
+            ).fetchall()
+        return [_recorded(row) for row in rows]
 
     def latest_state(self, relpath: bytes) -> str | None:
         """The state of the newest version recorded at `relpath`, or None."""

@@ -214,7 +214,7 @@ class Watch:
                     "ledger.process_existing_ignored",
                     ledger=str(self.ledger.path),
                     note="--process-existing applies to a first start only (an empty ledger);"
-                    " `seestar-watch process PATH...` runs frames that were skipped",
+                    " `seestar-watch process FRAME...` runs frames that were skipped",
                 )
             return
         if self.process_existing:

@@ -106,7 +106,7 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_retry_needs_either_failed_or_paths() -> None:
     result = run_cli("retry", "-c", str(EXAMPLE))
     assert result.returncode == 2
-    assert "give either --failed or one or more PATHs" in result.stderr
+    assert "give either --failed or one or more FRAMEs" in result.stderr
 
 
 def test_numbers_on_the_command_line_have_bounds_too(tmp_path: Path) -> None:

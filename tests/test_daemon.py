@@ -471,7 +471,7 @@ def test_process_refuses_files_outside_the_watch_path(scope: Scope, tmp_path: Pa
     outside = write_frame(tmp_path / "elsewhere.fit")
     result = scope.cli("process", str(outside))
     assert result.returncode == 1
-    assert "not inside image_watcher.watch_path" in result.stderr
+    assert "is not a frame of image_watcher.watch_path" in result.stderr
 
 
 def test_disabled_watcher_says_so_and_exits_1(scope: Scope) -> None:
@@ -606,7 +606,7 @@ def test_process_existing_on_an_existing_ledger_says_it_does_nothing(
     start(scope, daemons).stop()  # the first start: old.fit is skipped
     daemon = start(scope, daemons, "--process-existing")
     ignored = daemon.wait_for_event("ledger.process_existing_ignored")[0]
-    assert "seestar-watch process PATH" in ignored["note"]
+    assert "seestar-watch process FRAME" in ignored["note"]
     daemon.stop()
     assert scope.runs() == []
     result = scope.cli("process", str(old))  # what the note says runs a skipped frame
@@ -625,7 +625,7 @@ def test_small_things_a_user_reads(scope: Scope, daemons: list[DaemonProcess]) -
     assert "no frames recorded" not in counts_only.stdout and "a.fit" not in counts_only.stdout
     retried = scope.cli("retry", str(done))
     assert retried.returncode == 0
-    assert "done, not failed; `seestar-watch process --force PATH` runs it again" in retried.stdout
+    assert "done, not failed; `seestar-watch process --force FRAME` runs it again" in retried.stdout
     check = scope.cli("check-config")
     assert "0 retries" not in check.stdout and "worker(s)" not in check.stdout
     assert "1 worker," not in check.stdout and "1 worker" in check.stdout
@@ -887,7 +887,7 @@ def frames_taken_out_of_order(scope: Scope, count: int = 8) -> list[Path]:
     """Frames whose names, creation and listing order are not the order they were taken
     in (their modification times): the oldest first in the list returned."""
     paths = [frame(scope, f"Light_{n:02d}.fit") for n in range(count)]
-    taken = [paths[(5 * n + 3) % count] for n in range(count)]  # 3, 0, 5, 2, 7, 4, 1, 6
+    taken = [paths[(5 * n + 3) % count] for n in range(count)]  # count not a multiple of 5
     for minute, path in enumerate(taken):
         when = 1_790_000_000 + 60 * minute
         os.utime(path, (when, when))
@@ -932,3 +932,42 @@ def test_a_frame_the_command_cannot_use_is_rejected_at_once_and_never_retried(
     assert "0 failed frame(s) back to pending" in retried.stdout
     (shown,) = json.loads(scope.cli("status", "--json").stdout)["frames"]
     assert shown["state"] == "rejected" and shown["exit_code"] == 65
+
+
+def test_process_and_retry_take_a_frame_as_status_prints_it_its_relpath_or_its_copy(
+    scope: Scope,
+) -> None:
+    assert scope.cli("run", "--once").returncode == 0
+    path = frame(scope, "a.fit")
+    assert scope.cli("run", "--once").returncode == 0
+    (shown,) = json.loads(scope.cli("status", "--json").stdout)["frames"]
+    copy = scope.archive / "M 42_sub" / "a.fit"
+    for name in (shown["source"], "M 42_sub/a.fit", str(copy)):
+        done = scope.cli("process", "--force", name)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"done\t{name}\n"
+    assert scope.run_sources() == [str(path)] * 4
+    for name in (shown["source"], "M 42_sub/a.fit", str(copy)):
+        said = scope.cli("retry", name)
+        assert said.returncode == 0 and "done, not failed" in said.stdout, said.stderr
+    elsewhere = scope.cli("process", str(scope.root / "elsewhere.fit"))
+    assert elsewhere.returncode == 1 and "is not a frame of image_watcher.watch_path" in (
+        elsewhere.stderr
+    )
+
+
+def test_process_since_runs_the_done_frames_again_from_their_copies_without_the_share(
+    scope: Scope,
+) -> None:
+    assert scope.cli("run", "--once").returncode == 0
+    taken = frames_taken_out_of_order(scope, count=7)
+    assert scope.cli("run", "--once").returncode == 0
+    scope.share.rename(scope.share.with_name("away"))  # the scope went to sleep
+    again = scope.cli("process", "--since", "1h")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done\t") == 7
+    assert scope.run_sources() == [str(p) for p in taken] * 2  # oldest first, both times
+    assert scope.cli("process", "--all").returncode == 0
+    assert len(scope.runs()) == 21
+    usage = scope.cli("process", "--all", str(taken[0]))
+    assert usage.returncode == 2 and "give FRAMEs, or --since WHEN, or --all" in usage.stderr

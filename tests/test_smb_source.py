@@ -324,3 +324,20 @@ def test_a_wrong_folder_or_share_waits_never_up(
         folder.mkdir()  # and once it is there, it is up
         daemon.wait_for_event("share.ready", timeout=20)
     assert daemon.stop() == 0
+
+
+def test_process_and_retry_take_an_smb_frame_as_status_prints_it(
+    smb: Scope, daemons: list[DaemonProcess]
+) -> None:
+    first = telescope_writes(server(smb) / "M 42_sub", "a.fit", chunks=1, pause=0)
+    url = url_of(smb, first)
+    new = smb.cli("process", url)  # not in the ledger yet: read from the share
+    assert new.returncode == 0, new.stderr
+    assert new.stdout == f"done\t{url}\n"
+    (shown,) = json.loads(smb.cli("status", "--json").stdout)["frames"]
+    assert shown["source"] == url
+    again = smb.cli("process", "--force", shown["source"])
+    assert again.returncode == 0, again.stderr
+    said = smb.cli("retry", shown["source"])
+    assert said.returncode == 0 and f"{url}: done, not failed" in said.stdout, said.stderr
+    assert smb.run_sources() == [url, url]
