@@ -211,6 +211,15 @@ def integer(minimum: int, maximum: int, why: str) -> Check:
     return check
 
 
+def optional(check: Check) -> Check:
+    """`check`, or null for off."""
+
+    def maybe(value: Any, key: str, problems: list[str]) -> Any:
+        return None if value is None else check(value, key, problems)
+
+    return maybe
+
+
 def optional_path(value: Any, key: str, problems: list[str]) -> Any:
     return None if value is None else folder_path(value, key, problems)
 
@@ -286,6 +295,15 @@ class ArchiveConfig:
     # below this much free space (after the copy) frames wait instead of being copied:
     # the archive's disk is often the ledger's, and the system's, too
     min_free_mb: float = setting(number(0, at_most=(10_000_000, "10 TB")), 500.0)
+    # Retention, off by default: the copies of finished frames (done, skipped, rejected)
+    # beyond this size, or older than this, are removed, the oldest first (4 MB a sub is
+    # ~10 GB a night); a copy still needed is never removed.
+    max_gb: float | None = setting(
+        optional(number(0, above=True, at_most=(100_000, "100 TB"))), None
+    )
+    keep_days: float | None = setting(
+        optional(number(0, above=True, at_most=(3650, "ten years"))), None
+    )
 
     @property
     def folder(self) -> Path:

@@ -85,6 +85,7 @@ class Recorded:
 
 
 _RECORDED = "id, relpath, size, mtime_ns, state, header, archived"
+_FINISHED = "'done', 'skipped', 'rejected'"  # states whose archived copy nothing needs
 
 
 def _recorded(row: tuple[Any, ...]) -> Recorded:
@@ -227,6 +228,7 @@ class Ledger:
         # schema-3 daemon reads as they are
         db.execute("CREATE INDEX IF NOT EXISTS frames_by_time ON frames (mtime_ns, size)")
         db.execute("CREATE INDEX IF NOT EXISTS frames_waiting ON frames (state, mtime_ns)")
+        db.execute("CREATE INDEX IF NOT EXISTS frames_by_copy ON frames (archived)")
         problem = db.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
@@ -630,6 +632,40 @@ class Ledger:
             if relpaths is None:
                 return db.execute(query, (now,)).rowcount
             return sum(db.execute(query + " AND relpath = ?", (now, r)).rowcount for r in relpaths)
+
+    # -- the archive's copies ---------------------------------------------------
+
+    def archive_size(self) -> tuple[int, int]:
+        """(copies, bytes) the archive holds, as the ledger knows them."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*), total(size) FROM (SELECT archived, max(size) AS size"
+                " FROM frames WHERE archived IS NOT NULL GROUP BY archived)"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def removable_copies(self, limit: int, before: float | None = None) -> list[tuple[str, int]]:
+        """(copy, size) of the archived copies only finished frames (done, skipped, rejected)
+        use, the oldest first (first seen before `before`, when given): a copy a frame still
+        needs (pending, running, failed, waiting for a retry) is never among them."""
+        cutoff = "" if before is None else " AND f.created_at < ?"
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.archived, max(f.size) FROM frames f WHERE f.archived IS NOT NULL"
+                f" AND f.state IN ({_FINISHED}){cutoff} AND NOT EXISTS (SELECT 1 FROM frames g"
+                f" WHERE g.archived = f.archived AND g.state NOT IN ({_FINISHED}))"
+                " GROUP BY f.archived ORDER BY min(f.created_at) LIMIT ?",
+                (limit,) if before is None else (before, limit),
+            ).fetchall()
+        return [(os.fsdecode(bytes(copy)), int(size)) for copy, size in rows]
+
+    def forget_copy(self, copy: str) -> None:
+        """The copy was removed: its frames keep their rows (a done frame never runs again)."""
+
+        def work(db: sqlite3.Connection) -> Any:
+            db.execute("UPDATE frames SET archived = NULL WHERE archived = ?", (os.fsencode(copy),))
+
+        self._write(work)
 
     # -- reports -------------------------------------------------------------
 

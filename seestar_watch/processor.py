@@ -7,8 +7,10 @@ this path, crash guard included (a bug never leaves a row `running`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,7 @@ log = get_logger("seestar_watch.processor")
 # sysexits.h's EX_DATAERR: the command says "this frame cannot be used" (a 3-D stack, not a
 # light frame); it is rejected at once instead of tried again
 EX_DATAERR = 65
+PRUNE_BATCH = 200  # copies one pass of retention removes at most (an old archive: over frames)
 LAST_WORDS = 200  # characters of the command's last line kept with a failure
 
 
@@ -69,9 +72,11 @@ class FrameProcessor:
         self.command_umask = command_umask  # the user's, not the daemon's private one
 
     def clean_archive(self) -> None:
-        """At start: temporaries of copies cut off by a power cut go (the copies are redone)."""
+        """At start: temporaries of copies cut off by a power cut go (the copies are redone),
+        and retention applies (it may have changed since the last run)."""
         if not self.config.archive.enabled or not self.config.archive.folder.is_dir():
             return
+        self.prune_archive()
         removed = remove_leftovers(self.config.archive.folder)
         if removed:
             log.info(
@@ -80,6 +85,49 @@ class FrameProcessor:
                 example=str(removed[0]),
                 note="copies cut off by a power cut or a kill; they are made again",
             )
+
+    def prune_archive(self) -> None:
+        """Retention (archive.keep_days, archive.max_gb): the copies only finished frames
+        use go, the oldest first; the ledger keeps their rows (a done frame never runs
+        again; `process` copies it again from the share). A copy a frame still needs
+        (pending, running, failed, waiting for a retry) is never removed."""
+        archive = self.config.archive
+        if not archive.enabled or (archive.keep_days is None and archive.max_gb is None):
+            return
+        gone = []
+        if archive.keep_days is not None:
+            before = time.time() - archive.keep_days * 86400
+            gone += [
+                self._remove(copy, size)
+                for copy, size in self.ledger.removable_copies(PRUNE_BATCH, before=before)
+            ]
+        if archive.max_gb is not None:
+            excess = self.ledger.archive_size()[1] - archive.max_gb * 1e9
+            for copy, size in self.ledger.removable_copies(PRUNE_BATCH) if excess > 0 else []:
+                gone.append(self._remove(copy, size))
+                excess -= size
+                if excess <= 0:
+                    break
+        if gone:
+            copies, held = self.ledger.archive_size()
+            log.info(
+                "archive.pruned",
+                copies=len(gone),
+                freed_mb=round(sum(gone) / 1e6, 1),
+                kept=copies,
+                kept_mb=round(held / 1e6, 1),
+            )
+
+    def _remove(self, copy: str, size: int) -> int:
+        """Remove one copy (only inside the archive: one made before archive.path moved
+        is only forgotten); the bytes it freed."""
+        root = str(self.config.archive.folder)
+        inside = os.path.commonpath([root, os.path.abspath(copy)]) == root
+        if inside:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy)
+        self.ledger.forget_copy(copy)
+        return size if inside else 0
 
     def process(self, frame: Frame) -> str:
         """Run one claimed frame; returns the state it was left in ("postponed": the share
@@ -130,6 +178,7 @@ class FrameProcessor:
             self.low_space = None
             log.info("archive.space_again", folder=str(archive.folder))
         self.ledger.set_archived(frame.id, str(copy))
+        self.prune_archive()  # the archive grew: what retention allows is kept
         log.debug("frame.archived", frame=relpath, copy=str(copy))
         return str(copy)
 

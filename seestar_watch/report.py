@@ -75,10 +75,12 @@ def observed_at(date_obs: Any, seen: float) -> str:
 
 def status_from(ledger: Ledger, source: Source, limit: int) -> dict[str, Any]:
     """The `status --json` object, from an open ledger."""
+    copies, held = ledger.archive_size()
     return {
         "counts": ledger.counts(),
         "frames": [frame_view(row, source) for row in ledger.recent(limit)],
         "ledger": str(ledger.path),
+        "archive": {"copies": copies, "bytes": held},
     }
 
 
@@ -93,6 +95,14 @@ def status_report(config: Config, limit: int) -> dict[str, Any]:
     if warning := low_space(path):
         report["warning"] = warning
     return report
+
+
+def archive_line(archive: dict[str, int]) -> str:
+    """ "archive: 1.3 GB in 312 copies" """
+    from seestar_watch.log import count_of
+
+    copies = count_of(archive["copies"], "copy", "copies")
+    return f"archive: {archive['bytes'] / 1e9:.2f} GB in {copies}"
 
 
 def daemon_line(view: dict[str, Any]) -> str:
@@ -114,6 +124,8 @@ def status_table(report: dict[str, Any]) -> str:
     lines = ["  ".join(f"{state} {counts[state]}" for state in STATES)]
     if "daemon" in report:
         lines.append(daemon_line(report["daemon"]))
+    if "archive" in report:
+        lines.append(archive_line(report["archive"]))
     lines.append("")
     if "warning" in report:
         lines[1:1] = [f"warning: {report['warning']}"]

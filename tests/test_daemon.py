@@ -971,3 +971,47 @@ def test_process_since_runs_the_done_frames_again_from_their_copies_without_the_
     assert len(scope.runs()) == 21
     usage = scope.cli("process", "--all", str(taken[0]))
     assert usage.returncode == 2 and "give FRAMEs, or --since WHEN, or --all" in usage.stderr
+
+
+def test_retention_removes_the_oldest_copies_of_finished_frames_only(
+    scope: Scope, daemons: list[DaemonProcess]
+) -> None:
+    size = len(frame_bytes(small_header()))
+    scope.behave("fail-then-ok")  # the first two runs fail: with no retries, two failed frames
+    scope.update(
+        pipeline={"retries": 0},
+        archive={"path": str(scope.archive), "max_gb": 2.5 * size / 1e9},
+    )
+    daemon = start(scope, daemons)
+    names = [f"f{n}.fit" for n in range(5)]
+    for count, name in enumerate(names, start=1):  # one after the other: oldest first
+        frame(scope, name)
+        daemon.wait_for_event("pipeline.finished", count=count)
+    daemon.wait_for_event("archive.pruned")
+    assert daemon.stop() == 0
+    copies = sorted(p.name for p in (scope.archive / "M 42_sub").iterdir())
+    assert copies[:2] == ["f0.fit", "f1.fit"]  # the failed frames': still needed
+    assert "f2.fit" not in copies and "f4.fit" in copies  # the oldest done ones went first
+    status = json.loads(scope.cli("status", "--json").stdout)
+    assert status["counts"]["done"] == 3 and status["counts"]["failed"] == 2  # rows kept
+    assert status["archive"] == {"copies": len(copies), "bytes": len(copies) * size}
+    assert f"archive: 0.00 GB in {len(copies)} copies" in scope.cli("status").stdout
+    scope.behave("ok")
+    again = scope.cli("process", "--force", "M 42_sub/f2.fit")  # its copy is made again
+    assert again.returncode == 0, again.stderr
+    assert (scope.archive / "M 42_sub" / "f2.fit").exists()
+
+
+def test_retention_by_age_keeps_what_is_younger(scope: Scope, daemons: list[DaemonProcess]) -> None:
+    scope.update(archive={"path": str(scope.archive), "keep_days": 2 / 86400})  # 2 s
+    daemon = start(scope, daemons)
+    frame(scope, "old.fit")
+    wait_for(lambda: len(scope.runs()) == 1, timeout=20)
+    old = scope.archive / "M 42_sub" / "old.fit"
+    assert old.exists()
+    time.sleep(2.5)  # the old frame's copy is past keep_days
+    frame(scope, "new.fit")
+    (pruned,) = daemon.wait_for_event("archive.pruned")
+    assert daemon.stop() == 0
+    assert not old.exists() and (scope.archive / "M 42_sub" / "new.fit").exists()
+    assert pruned["copies"] == 1 and pruned["kept"] == 1

@@ -106,6 +106,10 @@ function showStatus(status) {
   document.getElementById("updated").textContent =
     `updated ${new Date(status.now * 1000).toLocaleTimeString()}`;
   document.getElementById("pending").textContent = status.pending;
+  const archive = status.archive;
+  document.getElementById("archive").textContent = archive
+    ? `archive: ${(archive.bytes / 1e9).toFixed(2)} GB in ${archive.copies} copies`
+    : "";
 
   const counts = document.getElementById("counts");
   counts.replaceChildren(...STATES.map((state) => {
