@@ -100,6 +100,7 @@ def test_api_status_is_status_json_plus_the_share_and_the_failures(
     (failure,) = status["failures"]
     assert failure["reason"] == "exit code 3" and failure["exit_code"] == 3
     assert status["night_start"] == night_start(ledger.last_change() or 0)
+    assert status["archive"] == {"copies": 0, "bytes": 0}  # what the page says it holds
 
 
 def test_api_frames_pages_through_a_night_with_its_cursor(

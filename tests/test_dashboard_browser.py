@@ -27,6 +27,7 @@ return {
   rows: [...document.querySelectorAll("#recent tbody tr")].map((row) => row.textContent),
   images: document.querySelectorAll("img").length,
   observer: text("#observer"),
+  archive: text("#archive"),
   share: text("#share"),
   legend: text("#legend"),
 };
@@ -102,6 +103,7 @@ def test_the_page_shows_the_night_updates_itself_and_runs_no_name_as_html(
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert  # noqa: B018  (the script would have opened one)
     assert "observer: native" in shown["observer"] and shown["share"] == "share up"
+    assert shown["archive"] == "archive: 0.00 GB in 2 copies"  # what the archive holds
 
     write_frame(scope.share / "M 42_sub" / "c.fit")  # the night goes on
     shown = wait_for(lambda: (s := page())["done"] == "3" and s["points"]["stars"] == 3 and s)
