@@ -68,14 +68,23 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-def load(config_path: Path | None) -> Config:
-    """Find and load the config, and set up logging from it."""
+def load(config_path: Path | None, *, verbose: bool = False) -> Config:
+    """Find and load the config, and set up logging from it (`verbose`: every record, with
+    all its facts, on a terminal too)."""
     from seestar_watch import log
     from seestar_watch.config import find_config_file, load_config
 
     config = load_config(find_config_file(config_path))
-    log.configure(config.logging.format, config.logging.level)
+    log.configure(config.logging.format, config.logging.level, verbose=verbose)
     return config
+
+
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="On a terminal, every log record with all its facts (not one line per frame).",
+)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,13 +251,18 @@ def quicklook(path: Path, csv_path: Path | None) -> None:
 @click.option(
     "--no-wait", is_flag=True, help="Exit 1 if the share is not there instead of waiting."
 )
-def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: bool) -> None:
+@verbose_option
+def run(
+    config_path: Path | None, once: bool, process_existing: bool, no_wait: bool, verbose: bool
+) -> None:
     """Watch the share and run the pipeline once for every frame that finishes arriving.
 
-    Stops gracefully on SIGTERM or Ctrl-C (a second Ctrl-C stops at once). With --once,
-    exits 0 when nothing failed and 1 otherwise.
+    On a terminal it says one line per frame (settled, done or failed with its key result
+    fields) and every warning; --verbose, or a log that is not a terminal, gets every
+    record. Stops gracefully on SIGTERM or Ctrl-C (a second Ctrl-C stops at once). With
+    --once, exits 0 when nothing failed and 1 otherwise.
     """
-    config = load(config_path)
+    config = load(config_path, verbose=verbose)
     from seestar_watch import preflight
     from seestar_watch.daemon import Daemon
 
@@ -269,12 +283,15 @@ def run(config_path: Path | None, once: bool, process_existing: bool, no_wait: b
     " date or time), from its archived copy: a new pipeline over a night.",
 )
 @click.option("--all", "every", is_flag=True, help="Instead of FRAMEs: every frame done.")
+@verbose_option
 def process(
+    *,
     config_path: Path | None,
     frames: tuple[str, ...],
     force: bool,
     since: str | None,
     every: bool,
+    verbose: bool,
 ) -> None:
     """Run the pipeline now on these frames (same path as the daemon: ledger and archive).
 
@@ -285,7 +302,7 @@ def process(
     """
     if bool(frames) + (since is not None) + every != 1:
         raise click.UsageError("give FRAMEs, or --since WHEN, or --all")
-    config = load(config_path)
+    config = load(config_path, verbose=verbose)
     from seestar_watch import preflight
     from seestar_watch.log import escape
     from seestar_watch.manual import process_frames

@@ -436,7 +436,7 @@ class AlertsConfig:
     summary_at: str | None = setting(clock_time, None)
 
 
-LogFormat = Literal["auto", "console", "json"]
+LogFormat = Literal["auto", "lines", "console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 

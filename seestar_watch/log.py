@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from datetime import datetime
 from typing import Any, TextIO
 
 import structlog
@@ -96,34 +97,93 @@ def _clear_of_record_attributes(
     return event
 
 
+class Event(str):
+    """A record's message: its event name with its facts, `frame.rejected frame='M 42_sub/x.fit'
+    reason='...'`, so that any `logging` configuration (a script's `basicConfig()`) says which
+    file and why; `.name` is the bare event, which the command line's rendering shows."""
+
+    name: str
+
+    def __new__(cls, name: str, facts: dict[str, Any]) -> Event:
+        shown = "".join(f" {key}={_fact(value)}" for key, value in facts.items())
+        event = super().__new__(cls, escape(name) + shown)
+        event.name = name
+        return event
+
+
+def _fact(value: Any) -> str:
+    """A fact as the message shows it: a string quoted when it needs to be, one line always."""
+    if not isinstance(value, str):
+        return escape(repr(value))
+    return repr(value) if " " in value or not value.isprintable() or not value else value
+
+
+def _to_record(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of one `logging` call: the Event as the message, the facts also
+    as the record's attributes (what the JSON lines carry)."""
+    keywords = {key: event.pop(key) for key in ("exc_info", "stack_info") if key in event}
+    name = event.pop("event")
+    facts = {k: v for k, v in event.items() if not k.startswith("_")}
+    return {"msg": Event(name, facts), "extra": dict(event), **keywords}
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger (log.info("frame.settled", path=...)) that hands each call to the
-    standard `logging` logger `name` as one record; no global structlog configuration."""
+    standard `logging` logger `name` as one record; no global structlog configuration.
+    A call below the logger's level costs a level check, nothing more."""
     return structlog.wrap_logger(
         logging.getLogger(name),
-        processors=[_drop_none, _clear_of_record_attributes, structlog.stdlib.render_to_log_kwargs],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            _drop_none,
+            _clear_of_record_attributes,
+            _to_record,
+        ],
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def _bare_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For our rendering: the event's name alone (its facts are the record's attributes)."""
+    record = event.get("_record")
+    if record is not None and isinstance(record.msg, Event):
+        event["event"] = record.msg.name
+    return event
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Local time with its offset from UTC: a log read in another zone, or across a change
+    of summer time, still says when."""
+    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    return event
+
+
+def configure(
+    fmt: str = "auto", level: str = "info", stream: TextIO | None = None, *, verbose: bool = False
+) -> None:
     """Set up structlog (and stdlib logging, which watchdog uses) for the command line.
 
-    `fmt` is auto | console | json; auto means console on a terminal, JSON lines otherwise.
+    `fmt` is auto | lines | console | json: `lines` is one readable line per frame and
+    warnings; `console` every record with all its facts; auto means lines on a terminal
+    (console with `verbose`), JSON lines otherwise (journald, files).
     """
     stream = stream or sys.stderr
     if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+        fmt = ("console" if verbose else "lines") if stream.isatty() else "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _drop_none,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        _timestamp,
     ]
     renderer: list[Any]
     if fmt == "json":
         renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    elif fmt == "lines":
+        from seestar_watch.terminal import render_line
+
+        renderer = [structlog.processors.format_exc_info, render_line]
     else:
         renderer = [_escape_strings, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     structlog.configure(
@@ -140,12 +200,17 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
             foreign_pre_chain=[
+                _bare_event,
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
                 *shared[1:],
             ],
         )
     )
+    if fmt == "lines":
+        from seestar_watch.terminal import shown
+
+        handler.addFilter(shown)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(LEVELS[level], logging.WARNING))  # other libraries: warnings and up

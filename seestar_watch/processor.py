@@ -233,6 +233,7 @@ class FrameProcessor:
             exit_code=result.exit_code,
             duration_s=round(result.duration, 3),
             error=result.error or None,
+            result=measured,
         )
         if result.outcome == "aborted":
             self.ledger.release(frame.id)

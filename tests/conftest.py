@@ -116,9 +116,8 @@ class _Capture(logging.Handler):
         context = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
         if record.exc_info:
             context["exc_info"] = True  # a traceback went with it
-        self.entries.append(
-            {"event": record.getMessage(), "log_level": record.levelname.lower(), **context}
-        )
+        event = getattr(record.msg, "name", record.getMessage())  # the bare event name
+        self.entries.append({"event": event, "log_level": record.levelname.lower(), **context})
 
 
 @pytest.fixture

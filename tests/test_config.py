@@ -118,7 +118,12 @@ def test_optional_sections_default_to_platform_folders(
         ("archive", "enabled", "no", "archive.enabled: expected true or false"),
         ("archive", "path", "", "archive.path: expected a folder path"),
         ("state", "process_existing", 1, "state.process_existing: expected true or false"),
-        ("logging", "format", "xml", "logging.format: expected one of auto | console | json"),
+        (
+            "logging",
+            "format",
+            "xml",
+            "logging.format: expected one of auto | lines | console | json",
+        ),
         (
             "logging",
             "level",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -418,14 +420,42 @@ def test_as_a_library_it_logs_through_the_standard_logging_module(
     # a script's logging.basicConfig(...) or pytest's caplog must see what went wrong
     caplog.set_level(logging.INFO)
     assert not ImageWatcher(tmp_path / "missing", recorder).start()
-    unusable = [r for r in caplog.records if r.getMessage() == "watcher.path_unusable"]
+    unusable = [r for r in caplog.records if r.msg.name == "watcher.path_unusable"]
     assert unusable and unusable[0].name.startswith("seestar_watch.")
     assert unusable[0].levelno == logging.ERROR
     assert unusable[0].path == str(tmp_path / "missing")  # type: ignore[attr-defined]
+    # and the message itself says which folder and why, whatever formats it
+    assert unusable[0].getMessage() == (
+        f"watcher.path_unusable path={tmp_path / 'missing'} problem='does not exist'"
+    )
     watcher = started(tmp_path, recorder, observer="native")
     try:
         (tmp_path / "not_fits.fit").write_bytes(b"hello" * 1000)
         wait_for(lambda: recorder.events)
-        assert any(r.getMessage() == "frame.header_unreadable" for r in caplog.records)
+        (unreadable,) = [r for r in caplog.records if r.msg.name == "frame.header_unreadable"]
+        assert f"path={tmp_path / 'not_fits.fit'}" in unreadable.getMessage()
+        assert "reason='not a FITS file" in unreadable.getMessage()
     finally:
         watcher.stop()
+
+
+def test_a_scripts_own_logging_configuration_shows_which_file_and_why(tmp_path: Path) -> None:
+    script = f"""
+import logging, time
+from seestar_watch import ImageWatcher
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+watcher = ImageWatcher({str(tmp_path)!r}, print, 0.2, observer="polling", poll_interval=0.1)
+watcher.start()
+open({str(tmp_path / "bad name.fit")!r}, "wb").write(b"not a frame" * 100)
+time.sleep(1.5)
+watcher.stop()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    line = next(line for line in done.stderr.splitlines() if "frame.header_unreadable" in line)
+    assert line == (
+        "WARNING seestar_watch.watcher: frame.header_unreadable"
+        f" path='{tmp_path / 'bad name.fit'}' reason='not a FITS file (it does not start with"
+        " SIMPLE = T)'"
+    )

@@ -1,0 +1,117 @@
+"""What `run` shows on a terminal: one readable line per frame, and what needs a look.
+
+The records a night makes (dozens a frame, every line of the command's output) stay whole
+in `--verbose` and in the JSON lines journald and log files get; on a terminal a person
+reads the frames as they arrive, settle and end, the share coming and going, and every
+warning and error, each on one line, names escaped:
+
+    21:20:46  settled   M 94_sub/Light_M 94_10.0s_IRCUT_20250326-212046.fit
+    21:20:48  done      M 94_sub/Light_M 94_10.0s_IRCUT_20250326-212046.fit  1.2 s  stars=41
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from seestar_watch.log import Event, escape
+
+SHOWN_FIELDS = ("fwhm_arcsec", "stars", "mag", "mag_err", "inst_mag", "snr")
+FIELDS_SHOWN = 4  # result fields on a frame's line
+
+Line = Callable[[MutableMapping[str, Any]], str]
+
+
+def _frame(event: MutableMapping[str, Any]) -> str:
+    return escape(str(event.get("frame") or event.get("path") or ""))
+
+
+def _finished(event: MutableMapping[str, Any]) -> str:
+    took = event.get("duration_s")
+    took = f"  {took:g} s" if isinstance(took, int | float) else ""
+    if event.get("outcome") == "aborted":
+        return f"stopped   {_frame(event)}{took} (the daemon is stopping: it runs again)"
+    return f"done      {_frame(event)}{took}{_fields(event.get('result'))}"
+
+
+def _fields(result: Any) -> str:
+    if not isinstance(result, dict):
+        return ""
+    keys = [key for key in SHOWN_FIELDS if key in result] or list(result)
+    shown = " ".join(f"{key}={_value(result[key])}" for key in keys[:FIELDS_SHOWN])
+    return f"  {escape(shown)}" if shown else ""
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+LINES: dict[str, Line] = {
+    "daemon.started": lambda e: f"started   watching {escape(str(e.get('watch_path')))}",
+    "watcher.started": lambda e: f"watching  {e.get('observer')}: {escape(str(e.get('reason')))}",
+    "dashboard.started": lambda e: f"page      {e.get('url')}",
+    "ledger.baseline": lambda e: (
+        f"first start: {e.get('skipped')} frames already there are skipped, {e.get('run')} will run"
+    ),
+    "share.ready": lambda e: "share     up",
+    "share.restored": lambda e: "share     back",
+    "frame.settled": lambda e: f"settled   {_frame(e)}",
+    "pipeline.finished": _finished,
+    "frame.second_spelling": lambda e: (
+        f"skipped   {_frame(e)}: the same frame as {escape(str(e.get('same_as')))}"
+    ),
+    "archive.pruned": lambda e: (
+        f"archive   {e.get('copies')} old copies removed ({e.get('freed_mb')} MB)"
+    ),
+    "archive.space_again": lambda e: "archive   room again: frames go on",
+    "daemon.stopping": lambda e: (
+        "stopping  (a running command may finish; Ctrl-C again stops at once)"
+    ),
+    "daemon.stopped": lambda e: "stopped",
+}
+# failures and waits are warnings or errors, and their own lines
+LEVELED: dict[str, Line] = {
+    "frame.retry_scheduled": lambda e: (
+        f"retry     {_frame(e)}: {escape(str(e.get('reason')))} (again in {e.get('retry_in_s')} s)"
+    ),
+    "frame.failed": lambda e: f"FAILED    {_frame(e)}: {escape(str(e.get('reason')))}",
+    "frame.rejected": lambda e: f"rejected  {_frame(e)}: {escape(str(e.get('reason')))}",
+    "share.lost": lambda e: f"share     LOST: {escape(str(e.get('reason')))}",
+    "share.waiting": lambda e: f"share     waiting: {escape(str(e.get('reason')))}",
+}
+
+
+def shown(record: logging.LogRecord) -> bool:
+    """The logging filter: what a person watching the night needs to see."""
+    name = record.msg.name if isinstance(record.msg, Event) else str(record.msg)
+    if name == "pipeline.finished":  # a failure is said by its retry, failure or rejection
+        done = getattr(record, "outcome", None) == "exited" and getattr(record, "exit_code", 1) == 0
+        return done or getattr(record, "outcome", None) == "aborted"
+    return record.levelno >= logging.WARNING or name in LINES
+
+
+QUIET = frozenset(
+    {"timestamp", "level", "logger", "event", "log_level", "_record", "_from_structlog"}
+)
+
+
+def render_line(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """The structlog renderer: the time, then the event as a person reads it."""
+    name = str(event.get("event"))
+    line = (LINES.get(name) or LEVELED.get(name) or _generic)(event)
+    clock = datetime.now().strftime("%H:%M:%S")
+    trace = f"\n{event['exception']}" if event.get("exception") else ""
+    return f"{clock}  {line}{trace}"
+
+
+def _generic(event: MutableMapping[str, Any]) -> str:
+    """Any other warning or error: its level, its name and its facts, on one line."""
+    level = str(event.get("level") or event.get("log_level") or "").upper()
+    facts = " ".join(
+        f"{key}={escape(str(value))}"
+        for key, value in event.items()
+        if key not in QUIET and key != "exception" and value is not None
+    )
+    return f"{level:<9} {escape(str(event.get('event')))}  {facts}".rstrip()
