@@ -169,10 +169,13 @@ class Settle:
         on_settled: OnSettled,
         on_gave_up: OnGaveUp,
         name: str = "seestar-watch-settle",
+        wait_for_complete: bool = True,
     ) -> None:
         self.source = source
         self.delay = delay
         self.incomplete_timeout = incomplete_timeout
+        # False: quiet is enough, what the header says of the data is the caller's business
+        self.wait_for_complete = wait_for_complete
         self._on_settled = on_settled
         self._on_gave_up = on_gave_up
         self._timer = QuietTimer(delay, self._on_quiet, name=name)
@@ -212,7 +215,8 @@ class Settle:
             self._incomplete_since.pop(relpath, None)
             return None
         header = read_header_of(lambda: self.source.open(relpath))
-        if header.status in (Status.INCOMPLETE, Status.UNAVAILABLE):
+        incomplete = header.status is Status.INCOMPLETE and self.wait_for_complete
+        if incomplete or header.status is Status.UNAVAILABLE:
             return self._retry(relpath, header.version, header.status, header.reason)
         self._incomplete_since.pop(relpath, None)
         version = header.version

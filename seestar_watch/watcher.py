@@ -27,11 +27,17 @@ Event = dict[str, Any]
 
 class ImageWatcher:
     """Watch `watch_path` (a folder, or an smb:// URL) and call `callback(event)` once
-    per finished FITS frame.
+    per FITS file, once it has been quiet for `debounce_delay` seconds.
 
     The event is a dict: `path` (absolute, or the frame's smb:// URL), `header` (flat
-    primary header, or {} when unreadable) and `size_kb`. Callbacks run one at a time on
-    the watcher's own thread: hand long work off to a queue of your own.
+    primary header, or {} when unreadable), `size_kb`, `complete` (whether the header
+    says all its data is there) and `reason` (why not, else None). With
+    `wait_for_complete=True` (the default) a quiet file whose header says data is still
+    missing (a frame arriving over SMB in pauses) is waited for until it is complete, and
+    called back with `complete: False` after `incomplete_timeout` if it never is (a
+    cut-off copy); with False it is called back after the quiet period, whatever it holds.
+    Callbacks run one at a time on the watcher's own thread: hand long work off to a queue
+    of your own.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class ImageWatcher:
         poll_interval: float = 2.0,
         incomplete_timeout: float = 300.0,
         ignore: Sequence[str] = (),
+        wait_for_complete: bool = True,
     ) -> None:
         smb = str(watch_path).lower().startswith(SMB_SCHEME)  # no mount: the share itself
         self.source: Source = source_at(
@@ -67,6 +74,7 @@ class ImageWatcher:
             incomplete_timeout=incomplete_timeout,
             on_settled=self._settled,
             on_gave_up=self._gave_up,
+            wait_for_complete=wait_for_complete,
         )
         self._lock = threading.Lock()
         self._started = self._stopped = False
@@ -108,16 +116,28 @@ class ImageWatcher:
         path = self.source.path_of(entry.relpath)
         if header.status is Status.INVALID:
             log.warning("frame.header_unreadable", path=path, reason=header.reason)
-        event = {"path": path, "header": header.cards, "size_kb": header.size / 1024}
+        complete = header.status is Status.COMPLETE
+        self._call_back(path, header.cards, header.size, complete, header.reason or None)
+
+    def _gave_up(self, gave_up: GaveUp) -> None:
+        path = self.source.path_of(gave_up.relpath)
+        log.warning(
+            "frame.incomplete", path=path, reason=gave_up.reason, waited_s=round(gave_up.waited, 1)
+        )
+        if gave_up.entry is not None:  # a file that stayed cut off: called back, incomplete
+            self._call_back(path, {}, gave_up.entry.size, False, gave_up.reason)
+
+    def _call_back(
+        self, path: str, header: dict[str, Any], size: int, complete: bool, reason: str | None
+    ) -> None:
+        event = {
+            "path": path,
+            "header": header,
+            "size_kb": size / 1024,
+            "complete": complete,
+            "reason": reason,
+        }
         try:
             self.callback(event)
         except Exception:
             log.exception("watcher.callback_failed", path=path)
-
-    def _gave_up(self, gave_up: GaveUp) -> None:
-        log.warning(
-            "frame.incomplete",
-            path=self.source.path_of(gave_up.relpath),
-            reason=gave_up.reason,
-            waited_s=round(gave_up.waited, 1),
-        )

@@ -140,19 +140,41 @@ def test_complete_header_with_short_data_waits_for_the_rest(
     assert recorder.events[0]["size_kb"] == pytest.approx(len(frame) / 1024)
 
 
-def test_a_file_that_never_completes_is_reported_once_and_not_fired(
+def test_a_file_that_never_completes_is_called_back_once_as_incomplete(
     tmp_path: Path, recorder: Recorder, watch: Any, logs: list[dict[str, Any]]
 ) -> None:
     watch(observer="native", incomplete_timeout=0.8)
     (tmp_path / "truncated.fit").write_bytes(frame_bytes()[:10_000])
 
-    wait_for(lambda: events_named(logs, "frame.incomplete"))
+    wait_for(lambda: recorder.events)
     quiet_for(1.0)
-    assert recorder.events == []
+    (event,) = recorder.events  # a cut-off copy reaches the callback too, once
+    assert event["path"] == str(tmp_path / "truncated.fit") and event["header"] == {}
+    assert event["complete"] is False and "10000 of" in event["reason"]
+    assert event["size_kb"] == pytest.approx(10_000 / 1024)
     warnings = events_named(logs, "frame.incomplete")
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
     assert warnings[0]["path"] == str(tmp_path / "truncated.fit")
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_wait_for_complete_false_calls_back_after_the_quiet_period_whatever_it_holds(
+    tmp_path: Path, recorder: Recorder, watch: Any, observer: str
+) -> None:
+    watch(observer=observer, wait_for_complete=False)
+    stub = tmp_path / "stub.fit"
+    stub.write_bytes(b"SIMPLE  =                    T")  # a script's own tests write one
+    whole = tmp_path / "whole.fit"
+    whole.write_bytes(frame_bytes(small_header()))
+    wait_for(lambda: len(recorder.events) == 2)
+    quiet_for(DEBOUNCE * 3)
+    events = {os.path.basename(e["path"]): e for e in recorder.events}
+    assert len(recorder.events) == 2  # once each, not once more when it never completes
+    assert events["stub.fit"]["complete"] is False and events["stub.fit"]["header"] == {}
+    assert events["stub.fit"]["reason"] == "header still arriving"
+    assert events["whole.fit"]["complete"] is True and events["whole.fit"]["reason"] is None
+    assert events["whole.fit"]["header"]["OBJECT"] == "M 94"
 
 
 def test_rescans_do_not_restart_the_give_up_clock_of_a_truncated_frame(
@@ -174,7 +196,7 @@ def test_rescans_do_not_restart_the_give_up_clock_of_a_truncated_frame(
         watcher.notice(str(path))
     quiet_for(1.5)
     assert len(events_named(logs, "frame.incomplete")) == 1
-    assert recorder.events == []
+    assert [event["complete"] for event in recorder.events] == [False]  # called back once
 
 
 def test_a_truncated_frame_that_grows_again_restarts_the_clock(
