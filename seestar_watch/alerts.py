@@ -14,8 +14,9 @@ them. Each alert goes once per occurrence:
   frame is back within it;
 - the archive's disk too full to copy a frame (frames wait), once until a copy is made;
 - a thread of the daemon that failed (a bug) and was started again, once per kind;
-- a summary when the night ends: the share lost (beyond `share_lost_after`) after frames
-  came in, or at `summary_at` local time.
+- a summary when the night ends: the share away for `night_over_after` s after frames
+  came in, or at `summary_at` local time; frames that follow it the same night reopen
+  the night, and its next summary says it corrects the last.
 
 Time comes from two callables (monotonic for durations, the local wall clock for
 `summary_at` and the times shown), so the tests drive it.
@@ -38,6 +39,7 @@ from seestar_watch.results import numeric_fields
 FAILURES_LISTED = 5  # frames named in one message about many failures
 TAIL_LINES = 10  # lines of a failed command's output in its alert
 ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notice of it
+NIGHT_LONGEST = 16 * 3600.0  # frames this soon after a summed-up night's first are its own
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class _Night:
     frames: int = 0  # frames that came in
     last_arrival: float | None = None  # monotonic
     stall_said: bool = False
+    summarized_in_loss: bool = False  # its summary was sent during this outage
+    corrected: bool = False  # a summary was sent, then frames followed: the next corrects it
 
 
 @dataclass
@@ -112,6 +116,7 @@ class AlertRules:
         self._streaks: dict[str, int] = dict.fromkeys(config.results, 0)
         self._result_said: set[str] = set()
         self._threads_said: set[tuple[str, str]] = set()
+        self._summarized: _Night | None = None  # the last night summed up
         self._summary_day: str | None = self._today() if self._past_summary_time() else None
 
     # -- what happens -------------------------------------------------------------------
@@ -131,6 +136,14 @@ class AlertRules:
 
     def frame_arrived(self) -> None:
         with self._lock:
+            summarized = self._summarized
+            if (  # frames after the night's summary, that same night: a correction follows
+                self._night.started is None
+                and summarized is not None
+                and self._wall() - (summarized.started or 0) < NIGHT_LONGEST
+            ):
+                self._night, self._summarized = summarized, None
+                self._night.corrected, self._night.summarized_in_loss = True, False
             night = self._night
             if night.started is None:  # the frame's row was written a moment before
                 night.started = self._wall() - ARRIVAL_SLACK
@@ -216,8 +229,14 @@ class AlertRules:
                     " over: is the telescope on, and on the network?",
                 )
             )
-            if self._night.frames:  # the telescope went away after a night's work
-                self._end_night("the share went away")
+        if (  # the telescope went away after a night's work and stayed away: its end
+            lost_for is not None
+            and lost_for >= self.config.night_over_after
+            and self._night.frames
+            and not self._night.summarized_in_loss
+        ):
+            self._night.summarized_in_loss = True
+            self._end_night(f"the share is away since {_clock(share.lost_wall or self._wall())}")
         if share.back_at is not None and now >= share.back_at:
             share.back_at = None
             came = count_of(share.arrivals_since_loss, "frame")
@@ -322,6 +341,7 @@ class AlertRules:
 
     def _end_night(self, why: str) -> None:
         night, self._night = self._night, _Night()
+        self._summarized = night  # frames that follow the same night reopen it
         counts, medians = self.summarize(night.started or self._wall())
         lines = [
             f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed,"
@@ -330,10 +350,11 @@ class AlertRules:
         ]
         if medians:
             lines.append("Medians: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()) + ".")
+        corrected = " (corrected: frames followed the last one)" if night.corrected else ""
         self._ready.append(
             Alert(
                 "summary",
-                f"Night summary: {count_of(counts.get('done', 0), 'frame')} done",
+                f"Night summary: {count_of(counts.get('done', 0), 'frame')} done{corrected}",
                 "\n".join(lines),
             )
         )

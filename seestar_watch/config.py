@@ -386,7 +386,7 @@ def finite(value: Any, key: str, problems: list[str]) -> Any:
 
 
 def result_limits(value: Any, key: str, problems: list[str]) -> Any:
-    """`{stars: {below: 20}, fwhm_arcsec: {above: 6}}`: a result field and its limits."""
+    """`{stars: {below: 20}, fwhm_arcsec: {above: 20}}`: a result field and its limits."""
     if not isinstance(value, Mapping):
         return _expected(problems, key, "a mapping of result field: {below: N, above: N}", value)
     limits, ok = {}, True
@@ -429,6 +429,8 @@ def clock_time(value: Any, key: str, problems: list[str]) -> Any:
 class AlertsConfig:
     urls: tuple[str, ...] = setting(string_list, ())  # apprise URLs; checked by preflight
     share_lost_after: float = setting(number(0), 300.0)
+    # the share away this long after a night's frames: the night is over, its summary goes
+    night_over_after: float = setting(number(0), 3600.0)
     min_interval: float = setting(number(0), 600.0)
     stalled_after: float = setting(number(0, above=True), 900.0)
     results: dict[str, ResultLimit] = setting(result_limits, factory=dict)

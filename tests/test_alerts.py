@@ -122,14 +122,37 @@ def test_a_stall_is_said_once_while_the_share_is_up_after_the_first_frame() -> N
 
 def test_no_stall_while_the_share_is_down_and_none_after_the_night_ended() -> None:
     clock = Clock()
-    rule = rules(clock, stalled_after=900, share_lost_after=300)
+    rule = rules(clock, stalled_after=900, share_lost_after=300, night_over_after=3600)
     rule.share_changed(True)
     rule.frame_arrived()
     rule.share_changed(False, "telescope off")  # dawn
-    said = after(clock, rule, 400)
-    assert kinds(said) == ["share_lost", "summary"]  # the night ended
+    said = after(clock, rule, 3700)
+    assert kinds(said) == ["share_lost", "summary"]  # away for an hour: the night ended
     rule.share_changed(True)  # the next evening
     assert kinds(after(clock, rule, 3000)) == ["share_back"]  # no stall before a frame
+
+
+def test_a_share_lost_in_the_night_is_no_summary_and_frames_after_one_correct_it() -> None:
+    clock = Clock()
+    rule = rules(clock, share_lost_after=300, night_over_after=3600)
+    rule.share_changed(True)
+    rule.frame_arrived()
+    rule.share_changed(False, "Wi-Fi dropped")  # twenty minutes away in the night
+    assert kinds(after(clock, rule, 1200)) == ["share_lost"]  # not yet the night's end
+    rule.share_changed(True)
+    for _ in range(15):  # the night goes on
+        rule.frame_arrived()
+    assert kinds(after(clock, rule, 60)) == ["share_back"]
+    rule.share_changed(False, "telescope off")  # dawn
+    said = after(clock, rule, 3700)
+    assert kinds(said) == ["share_lost", "summary"]
+    assert said[1].title == "Night summary: 3 frames done"  # once, for the whole night
+    rule.share_changed(True)  # it comes back before the day: the night was not over
+    rule.frame_arrived()
+    rule.share_changed(False, "off for good")
+    said = after(clock, rule, 3700)
+    assert kinds(said) == ["share_back", "share_lost", "summary"]
+    assert said[2].title == "Night summary: 3 frames done (corrected: frames followed the last one)"
 
 
 def test_a_result_past_its_limit_for_n_frames_in_a_row_once_until_it_recovers() -> None:

@@ -239,7 +239,7 @@ def test_the_share_lost_past_the_threshold_then_back_and_the_night_summary(
     samba.restore()
     folder = samba.server / "MyWorks" / "alerts"
     folder.mkdir(exist_ok=True)
-    scope = alerting(tmp_path, [receiver.url()], share_lost_after=2)
+    scope = alerting(tmp_path, [receiver.url()], share_lost_after=2, night_over_after=4)
     scope.update(
         image_watcher={
             "watch_path": "smb://127.0.0.1/EMMC Images/MyWorks/alerts",

@@ -87,3 +87,14 @@ def test_the_readme_documents_results_the_dashboard_and_metrics() -> None:
     assert "![The dashboard" in README and (ROOT / "docs" / "dashboard.png").is_file()
     for name in ("/api/status", "/api/frames?since=", "/metrics", "seestar_watch_frames"):
         assert name in README, name
+
+
+def test_the_alert_examples_do_not_fire_on_a_good_night() -> None:
+    """quicklook on real S50 subs measures 8.8-11.4" and 68-507 stars; a good night may reach
+    16" (seeing) and fewer stars in a sparse field: an example limit must not fire there."""
+    example = (ROOT / "config.example.yaml").read_text()
+    texts = README + example
+    above = [float(n) for n in re.findall(r"fwhm_arcsec: \{above: ([\d.]+)\}", texts)]
+    below = [float(n) for n in re.findall(r"stars: \{below: ([\d.]+)\}", texts)]
+    assert above and below
+    assert min(above) > 16 and max(below) < 50
