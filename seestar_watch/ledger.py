@@ -699,8 +699,13 @@ class Ledger:
         )
 
     def failures(self, limit: int) -> list[dict[str, Any]]:
-        """The latest frames that ended `failed`, newest first."""
-        return self._rows("WHERE state = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ?", limit)
+        """The latest frames that failed, newest first: `failed`, and those pending again
+        after a failure (a retry, or `retry --failed`), which keep their reason."""
+        return self._rows(
+            "WHERE state = 'failed' OR (state = 'pending' AND reason IS NOT NULL)"
+            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+            limit,
+        )
 
     def seen_since(self, since: float) -> Iterator[dict[str, Any]]:
         """Every frame first seen at or after `since` (unix time), in arrival order."""

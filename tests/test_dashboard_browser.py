@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import wait_for, write_frame
 from tests.harness import DaemonProcess, Scope, started_daemon
-from tests.test_dashboard import HOSTILE, free_port
+from tests.test_dashboard import HOSTILE, free_port, get
 
 SHOWN = """
 const text = (selector) => (document.querySelector(selector) || {}).textContent || "";
@@ -111,3 +111,72 @@ def test_the_page_shows_the_night_updates_itself_and_runs_no_name_as_html(
     assert len(shown["rows"]) == 3 and "c.fit" in shown["rows"][0]
     assert shown["legend"] == "M 94"  # one series per target (the test frames' OBJECT)
     assert browser.find_element(By.ID, "problem").is_displayed() is False
+
+
+SHOWN_TIME = """
+const ticks = (field) => [...document.querySelectorAll(`svg[data-field="${field}"] text`)]
+  .map((t) => t.textContent);
+const points = {};
+for (const path of document.querySelectorAll("svg[data-field] path.points")) {
+  points[path.closest("svg").dataset.field] = Number(path.dataset.points);
+}
+return {
+  points: points,
+  snr: ticks("snr").slice(0, 8).filter((t, i) => i % 2 === 0),
+  head: [...document.querySelectorAll("#recent thead th")].map((th) => th.textContent),
+  failures: [...document.querySelectorAll("#failures tbody tr")].map((row) => row.textContent),
+  night: document.getElementById("night").textContent,
+};
+"""
+
+
+def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
+    tmp_path: Path, browser: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.sources import Version
+    from tests.conftest import wait_for
+
+    scope = Scope(tmp_path)
+    with Ledger.exclusive(scope.ledger) as ledger:  # two nights a year apart, both run tonight
+        for n, taken in enumerate(["2025-03-26T21:20:46"] * 3 + ["2026-11-23T22:00:00"] * 5):
+            name = f"M 94_sub/Light_{n}.fit".encode()
+            ledger.add_pending(Version(name, 100, n), {"OBJECT": "M 94", "DATE-OBS": taken})
+            frame = ledger.claim_next()
+            assert frame is not None
+            result = {"fwhm_px": 4.0 + n / 10, "fwhm_arcsec": 9.5 + n / 4, "snr": 3.0 + n}
+            ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)
+        ledger.add_pending(Version(b"M 94_sub/bad.fit", 100, 99), {"DATE-OBS": "2026-11-23T23:00"})
+        bad = ledger.claim_next()
+        assert bad is not None
+        ledger.finish(bad.id, "failed", exit_code=3, reason="exit code 3: no stars")
+        ledger.retry_failed(None)  # waiting to run again: still among the failures
+    port = free_port()
+    page = subprocess.Popen(
+        [sys.executable, "-m", "seestar_watch", "dashboard", "-c", str(scope.config_path),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        def icon() -> Any:
+            try:
+                return get(port, "/favicon.ico")
+            except OSError:  # not listening yet
+                return None
+
+        status, headers, _ = wait_for(icon, timeout=20)
+        assert status == 200 and headers["Content-Type"] == "image/svg+xml"
+        browser.get(f"http://127.0.0.1:{port}/?refresh=1")
+        wait_for(lambda: browser.execute_script("return document.body.dataset.loaded"), timeout=20)
+        shown = dict(browser.execute_script(SHOWN_TIME))
+    finally:
+        page.terminate()
+        page.wait(10)
+    assert shown["points"] == {"fwhm_arcsec": 5, "snr": 5}  # the latest night; one FWHM chart
+    assert all(float(tick) >= 0 for tick in shown["snr"]), shown["snr"]  # SNR is never < 0
+    assert shown["head"][0] == "taken"  # the recent frames by when they were taken
+    assert any("bad.fit" in row and "to retry" in row for row in shown["failures"])
+    assert "2026" in shown["night"] and "2025" not in shown["night"]

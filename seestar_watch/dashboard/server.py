@@ -34,6 +34,7 @@ log = get_logger("seestar_watch.dashboard")
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }

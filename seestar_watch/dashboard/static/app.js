@@ -41,6 +41,22 @@ function clock(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+function when(iso) {  // with the date: the hover read-out, a span of more than a day
+  if (!iso) return "–";
+  return new Date(iso).toLocaleString([], { year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+// the night a frame was taken in: from the noon (local) before its observation time, on the
+// same clock as the charts' axis (the processing time can be a year later, or the scope's
+// clock off)
+function nightOf(t) {
+  const noon = new Date(t);
+  noon.setHours(12, 0, 0, 0);
+  if (noon.getTime() > t) noon.setDate(noon.getDate() - 1);
+  return noon.getTime();
+}
+
 function nameOf(source) {
   return source.split("/").pop();
 }
@@ -132,6 +148,7 @@ function showFailures(failures) {
   const body = document.querySelector("#failures tbody");
   body.replaceChildren(...failures.map((frame) => node("tr", "",
     node("td", "", clock(frame.updated_at)), node("td", "name", nameOf(frame.source)),
+    node("td", `state-${frame.state}`, frame.state === "failed" ? "failed" : "to retry"),
     node("td", "", frame.attempts), node("td", "", shown(frame.exit_code)),
     node("td", "name", frame.reason || ""))));
   document.getElementById("no-failures").hidden = failures.length > 0;
@@ -147,13 +164,15 @@ function resultFields(frames, useful) {
 function showRecent(frames, useful) {
   const fields = resultFields(frames, useful);
   const head = document.querySelector("#recent thead tr");
-  head.replaceChildren(...["time", "target", "state", "tries", "exit", ...fields, "frame"]
+  head.replaceChildren(...["taken", "target", "state", "tries", "exit", ...fields, "frame"]
     .map((title) => node("th", "", title)));
   const body = document.querySelector("#recent tbody");
   body.replaceChildren(...frames.map((frame) => {
     const result = frame.result || {};
+    const taken = node("td", "", clock(frame.observed_at));  // when the frame was taken
+    taken.title = `${when(frame.observed_at)}; last change ${when(frame.updated_at)}`;
     const row = node("tr", "",
-      node("td", "", clock(frame.updated_at)), node("td", "", target(frame)),
+      taken, node("td", "", target(frame)),
       node("td", `state-${frame.state}`, frame.state), node("td", "", frame.attempts),
       node("td", "", shown(frame.exit_code)),
       ...fields.map((key) => node("td", "", shown(result[key]))),
@@ -167,15 +186,20 @@ function showRecent(frames, useful) {
 
 function showCharts(useful) {
   const points = new Map();  // field -> [{t, y, target, frame}]
-  for (const frame of night.frames.values()) {
-    if (frame.state !== "done" || !frame.result) continue;
+  const done = [...night.frames.values()].filter((frame) => frame.state === "done" && frame.result);
+  // the latest night the frames were taken in, on the axis' own clock
+  const start = nightOf(Math.max(...done.map((frame) => Date.parse(frame.observed_at))));
+  const end = start + 86400000;
+  for (const frame of done) {
     const t = Date.parse(frame.observed_at);
+    if (!(t >= start && t < end)) continue;
     for (const [key, value] of Object.entries(frame.result)) {
       if (typeof value !== "number" || !Number.isFinite(value)) continue;
       if (!points.has(key)) points.set(key, []);
       points.get(key).push({ t, y: value, target: target(frame), frame });
     }
   }
+  if (points.has("fwhm_arcsec")) points.delete("fwhm_px");  // one quantity, one chart
   const all = [...useful.filter((key) => points.has(key)),
     ...[...points.keys()].filter((key) => !useful.includes(key)).sort()];
   const fields = all.slice(0, MAX_CHARTS);  // a result may hold thousands of keys
@@ -189,8 +213,8 @@ function showCharts(useful) {
     entry.style.setProperty("--swatch", colourOf.get(name));
     return entry;
   }));
-  document.getElementById("night").textContent = night.start
-    ? `since ${new Date(night.start * 1000).toLocaleString()}` : "";
+  document.getElementById("night").textContent = done.length
+    ? `taken since ${when(new Date(start).toISOString())}` : "";
   const charts = document.getElementById("charts");
   charts.replaceChildren(...fields.map((field) => chart(field, points.get(field))));
   if (all.length > fields.length) {
@@ -208,7 +232,8 @@ function chart(field, points) {
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (t1 === t0) { t0 -= 60000; t1 += 60000; }
   const pad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.05 || 1;
-  y0 -= pad; y1 += pad;
+  const positive = y0 >= 0;  // SNR, stars, FWHM: the axis does not go below 0
+  y0 = positive ? Math.max(0, y0 - pad) : y0 - pad; y1 += pad;
   const brighterUp = /mag/i.test(field);  // magnitudes: brighter (smaller) is higher
   const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
   const y = (v) => brighterUp ? T + (v - y0) / (y1 - y0) * (H - T - B)
@@ -222,12 +247,13 @@ function chart(field, points) {
   const digits = Math.min(4, Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
   const format = { hour: "2-digit", minute: "2-digit" };  // with seconds for a short span
   if (t1 - t0 < 15 * 60000) format.second = "2-digit";
+  if (t1 - t0 > 86400000) Object.assign(format, { month: "short", day: "numeric" });
   for (let i = 0; i <= 3; i++) {
     const v = y0 + (y1 - y0) * i / 3;
     drawing.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
     const t = t0 + (t1 - t0) * i / 3;
     drawing.append(svg("text", { x: x(t), y: H - 6, "text-anchor": ["start", "middle", "middle", "end"][i] },
-      new Date(t).toLocaleTimeString([], format)));
+      new Date(t).toLocaleString([], format)));
   }
   const byTarget = new Map();
   for (const p of points) {
@@ -244,9 +270,9 @@ function chart(field, points) {
     drawing.append(svg("path", { class: "points", stroke: colour, "data-target": name,
       "data-points": series.length, d: xy.map(([px, py]) => `M${px} ${py}h0`).join("") }));
   }
-  // hovering shows the nearest frame: its target, time, value and name
-  const readout = svg("text", { class: "readout", x: W - R, y: T + 10, "text-anchor": "end" }, "");
-  drawing.append(readout);
+  // hovering shows the nearest frame: its target, date and time, value and name, in a
+  // line of its own under the chart (not over the plot's top label)
+  const readout = node("div", "readout muted", " ");
   const byTime = [...points].sort((a, b) => a.t - b.t);
   drawing.addEventListener("mousemove", (event) => {
     const box = drawing.getBoundingClientRect();
@@ -254,12 +280,12 @@ function chart(field, points) {
     let lo = 0, hi = byTime.length - 1;
     while (lo < hi) { const mid = (lo + hi) >> 1; if (byTime[mid].t < t) lo = mid + 1; else hi = mid; }
     const near = lo > 0 && Math.abs(byTime[lo - 1].t - t) < Math.abs(byTime[lo].t - t) ? byTime[lo - 1] : byTime[lo];
-    readout.textContent = `${near.target} ${clock(near.frame.observed_at)}: ${shown(near.y)}`
+    readout.textContent = `${near.target} ${when(near.frame.observed_at)}: ${shown(near.y)}`
       + ` (${nameOf(near.frame.source)})`;
   });
-  drawing.addEventListener("mouseleave", () => { readout.textContent = ""; });
+  drawing.addEventListener("mouseleave", () => { readout.textContent = " "; });
   const box = node("div", "chart", node("h3", "", field));
-  box.append(drawing);
+  box.append(drawing, readout);
   return box;
 }
 
