@@ -9,12 +9,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench import percentile
 
 
 def main(runs: int = 20) -> None:
-    command = [shutil.which("seestar-watch") or "seestar-watch", "--help"]
+    # the seestar-watch beside this Python (a venv's bin/ need not be on PATH)
+    beside = Path(sys.executable).with_name("seestar-watch")
+    command = [str(beside) if beside.exists() else shutil.which("seestar-watch") or "", "--help"]
     times = []
     for _ in range(runs):
         started = time.perf_counter()

@@ -450,7 +450,13 @@ def _rendered(
 ) -> Any:
     from seestar_watch import preflight
     from seestar_watch.config import find_config_file, load_config
-    from seestar_watch.service import executable, render_launchd, render_systemd, writable_folders
+    from seestar_watch.service import (
+        executable,
+        private_tmp_problems,
+        render_launchd,
+        render_systemd,
+        writable_folders,
+    )
 
     if systemd and launchd:
         raise click.UsageError("give --systemd or --launchd, not both")
@@ -463,7 +469,12 @@ def _rendered(
         preflight.require(config)  # a service that would fail every frame helps no one
     if manager == "launchd":
         return render_launchd(executable(), config_file)
-    return render_systemd(executable(), config_file, user=user, writable=writable_folders(config))
+    rendered = render_systemd(
+        executable(), config_file, user=user, writable=writable_folders(config)
+    )
+    if not user:
+        rendered.notes.extend(private_tmp_problems(config))
+    return rendered
 
 
 @service.command("install")
@@ -478,6 +489,9 @@ def service_install(
     rendered = _rendered(systemd, launchd, user, config_path)
     if only_print:
         click.echo(rendered.text, nl=False)
+        for note in rendered.notes:
+            if note.startswith("warning:"):
+                click.echo(note, err=True)  # the unit alone on stdout, for a pipe
         return
     try:
         install(rendered)

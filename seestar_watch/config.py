@@ -255,7 +255,8 @@ class WatcherConfig:
     observer: ObserverKind = setting(choice(get_args(ObserverKind)), "auto")
     poll_interval: float = setting(number(0, above=True), 2.0)
     rescan_interval: float = setting(number(0), 60.0)
-    ignore: tuple[str, ...] = setting(string_list, ())
+    # the telescope's own stacks are not sub-frames (a 3-D cube quicklook cannot measure)
+    ignore: tuple[str, ...] = setting(string_list, ("Stacked_*", "DSO_Stacked_*"))
     mount_point: Path | None = setting(optional_path, None)
     mount_retry: float = setting(number(0, above=True), 10.0)
     incomplete_timeout: float = setting(number(0, above=True), 300.0)
@@ -768,6 +769,14 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _share_line(watcher: WatcherConfig) -> str:
+    if isinstance(watcher.watch_path, SmbUrl):
+        return "share: read over SMB directly, no mount (check-mount walks every step)"
+    if watcher.mount_point:
+        return f"share: mounted at {watcher.mount_point} (watched only while mounted)"
+    return "share: no mount_point set (an unmounted share's empty folder cannot be told apart)"
+
+
 def describe(config: Config) -> list[str]:
     """A short human summary, for check-config."""
     from seestar_watch.log import count_of
@@ -782,9 +791,7 @@ def describe(config: Config) -> list[str]:
         f"settle: {watcher.debounce_delay:g} s quiet; observer {watcher.observer}"
         f" (polling every {watcher.poll_interval:g} s when it polls); rescans {rescan}",
         f"ignore: {', '.join(watcher.ignore) or 'nothing'}",
-        f"share: mounted at {watcher.mount_point} (watched only while mounted)"
-        if watcher.mount_point
-        else "share: no mount_point set (an unmounted share's empty folder cannot be told apart)",
+        _share_line(watcher),
         f"pipeline: {shlex.join(pipeline.command)}",
         f"  timeout {pipeline.timeout:g} s, {count_of(pipeline.retries, 'retry', 'retries')}"
         f" ({pipeline.retry_delay:g} s apart, growing), {count_of(pipeline.workers, 'worker')}",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from seestar_watch import children, intake, preflight, report
 from seestar_watch import share as share_module
 from seestar_watch.alerts import AlertRules, Outcome, night_figures
-from seestar_watch.config import Config
+from seestar_watch.config import Config, SmbUrl
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
@@ -130,9 +130,14 @@ class Daemon:
     def _require_share(self) -> None:
         state = self.share.check()
         if not state.is_available:
+            how = (
+                "what is wrong"
+                if isinstance(self.config.image_watcher.watch_path, SmbUrl)
+                else "how to mount it"
+            )
             raise UserError(
                 f"the share is not available: {state.reason}; `seestar-watch check-mount`"
-                " says how to mount it (or run without --no-wait to wait for it)"
+                f" says {how} (or run without --no-wait to wait for it)"
             )
 
     def _run_forever(self, ledger: Ledger, watch: Watch) -> None:

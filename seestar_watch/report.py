@@ -28,15 +28,20 @@ from seestar_watch.sources import Source, open_source
 # The result fields `status` shows when a result has them, in this order; the dashboard
 # draws these first. Names are quicklook's; any pipeline may use them.
 USEFUL_FIELDS = ("fwhm_arcsec", "fwhm_px", "stars", "background", "inst_mag", "snr")
+# `status` has room for four: seeing, stars, the target's magnitude and its SNR (a pipeline
+# that gives a calibrated `mag` and its `mag_err` has those shown first)
+STATUS_FIELDS = ("mag", "mag_err", "fwhm_arcsec", "stars", "inst_mag", "snr")
 SHOWN_FIELDS = 4
 HEADER_FIELDS = Ledger.HEADER_FIELDS
 
 
 def frame_view(row: dict[str, Any], source: Source) -> dict[str, Any]:
     """One frame for people and programs: JSON-ready, values as they are (escape to show)."""
+    relpath = os.fsdecode(row["relpath"])
     return {
         "id": row["id"],
-        "source": source.path_of(os.fsdecode(row["relpath"])),
+        "source": source.path_of(relpath),
+        "relpath": relpath,
         "state": row["state"],
         "attempts": row["attempts"],
         "exit_code": row["exit_code"],
@@ -135,20 +140,25 @@ def status_table(report: dict[str, Any]) -> str:
         code = "-" if frame["exit_code"] is None else str(frame["exit_code"])
         measured = useful_fields(frame["result"])
         lines.append(
-            f"{frame['updated_at']}  {frame['state']:<8}  tries {frame['attempts']}  exit {code:>3}"
-            f"  {escape(frame['source'])}"
+            f"{taken(frame['observed_at'])}  {frame['state']:<8}  tries {frame['attempts']}"
+            f"  exit {code:>3}  {escape(frame['relpath'])}"
             + (f"  ({escape(frame['reason'])})" if frame["reason"] else "")
             + (f"  {escape(measured)}" if measured else "")
         )
     return "\n".join(lines)
 
 
+def taken(observed_at: str) -> str:
+    """When a frame was taken, in local time to the minute with its offset from UTC."""
+    return datetime.fromisoformat(observed_at).astimezone().isoformat(timespec="minutes")
+
+
 def useful_fields(result: dict[str, Any] | None) -> str:
     """A few fields of a result, the most useful first: "fwhm_arcsec=3.1 stars=41"."""
     if not result:
         return ""
-    keys = [key for key in USEFUL_FIELDS if key in result]
-    keys += [key for key in result if key not in keys]
+    keys = [key for key in STATUS_FIELDS if key in result]
+    keys += [key for key in result if key not in keys and key not in USEFUL_FIELDS]
     return " ".join(f"{key}={shown(result[key])}" for key in keys[:SHOWN_FIELDS])
 
 

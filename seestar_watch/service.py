@@ -207,6 +207,30 @@ def writable_folders(config: Config) -> list[Path]:
     return list(dict.fromkeys(folders))
 
 
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+
+
+def private_tmp_problems(config: Config) -> list[str]:
+    """What a system unit (PrivateTmp=yes: a /tmp of its own, empty) could never see: the
+    config file, the ledger, the archive or a local watch_path under /tmp or /var/tmp."""
+    places = {
+        "the config file": config.source.absolute(),
+        "the ledger (state.path)": config.state.ledger,
+        "the archive (archive.path)": config.archive.folder if config.archive.enabled else None,
+        "image_watcher.watch_path": config.image_watcher.watch_path
+        if isinstance(config.image_watcher.watch_path, Path)
+        else None,
+    }
+    return [
+        f"warning: {what} is under {tmp} ({path}): the service has a /tmp of its own"
+        f" (PrivateTmp=yes) and would never see it; move it out of {tmp}"
+        for what, path in places.items()
+        if path is not None
+        for tmp in PRIVATE_TMP
+        if tmp == path or tmp in path.parents
+    ]
+
+
 def _writable_line(paths: list[Path]) -> str:
     line = "# Add the folders your pipeline writes its results to:\n"
     if not paths:

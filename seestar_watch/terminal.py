@@ -17,9 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from seestar_watch.log import Event, escape
-
-SHOWN_FIELDS = ("fwhm_arcsec", "stars", "mag", "mag_err", "inst_mag", "snr")
-FIELDS_SHOWN = 4  # result fields on a frame's line
+from seestar_watch.report import useful_fields
 
 Line = Callable[[MutableMapping[str, Any]], str]
 
@@ -37,15 +35,9 @@ def _finished(event: MutableMapping[str, Any]) -> str:
 
 
 def _fields(result: Any) -> str:
-    if not isinstance(result, dict):
-        return ""
-    keys = [key for key in SHOWN_FIELDS if key in result] or list(result)
-    shown = " ".join(f"{key}={_value(result[key])}" for key in keys[:FIELDS_SHOWN])
+    """The result fields `status` shows too."""
+    shown = useful_fields(result) if isinstance(result, dict) else ""
     return f"  {escape(shown)}" if shown else ""
-
-
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
 LINES: dict[str, Line] = {

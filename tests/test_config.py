@@ -58,6 +58,11 @@ def test_a_config_without_recursive_watches_the_target_folders() -> None:
     assert parse_config(valid(), Path("x.yaml")).image_watcher.recursive is True
 
 
+def test_a_minimal_config_leaves_the_telescopes_own_stacks_alone_as_the_example_does() -> None:
+    ignored = parse_config(valid(), Path("x.yaml")).image_watcher.ignore
+    assert ignored == ("Stacked_*", "DSO_Stacked_*") == load_config(EXAMPLE).image_watcher.ignore
+
+
 def test_relative_paths_are_taken_from_the_config_files_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -161,6 +161,7 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+
         def icon() -> Any:
             try:
                 return get(port, "/favicon.ico")

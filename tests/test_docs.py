@@ -23,6 +23,7 @@ def test_quick_start_has_exactly_two_commands_one_runs_the_program_one_the_tests
     assert commands[1].endswith(".venv/bin/python -m pytest")
     for command in commands:  # a stock Debian's system pip refuses to install
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install")
+    assert "[test]" not in commands[0]  # the program alone needs no test tools
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:

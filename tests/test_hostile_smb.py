@@ -391,3 +391,23 @@ def test_through_a_mount_a_folder_that_links_to_itself_is_listed_once(
     assert sorted(scope.run_sources()) == sorted(
         str(mounted / "M 42_sub" / p.name) for p in (new, old)
     )
+
+
+@needs_impacket
+@pytest.mark.slow
+def test_smb_fixes_keep_the_port_and_speak_of_no_mount(tmp_path: Path, share_folder: Path) -> None:
+    with HostileServer(share_folder) as hostile:
+        scope = hostile_scope(tmp_path, hostile)
+        scope.update(image_watcher={"watch_path": f"{hostile.url}/MyWork"})  # MyWorks misspelt
+        check = scope.cli("check-mount", "--timeout", "10")
+        assert check.returncode == 1
+        assert (
+            f"fix: the Seestar keeps its frames in MyWorks/: {hostile.url}/MyWorks" in check.stdout
+        )
+        described = scope.cli("check-config").stdout
+        assert "share: read over SMB directly, no mount" in described
+        assert "no mount_point set" not in described
+        ran = scope.cli("run", "--no-wait")
+        assert (
+            ran.returncode == 1 and "`seestar-watch check-mount` says what is wrong" in ran.stderr
+        )

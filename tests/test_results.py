@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,22 @@ def test_parse_since() -> None:
     assert parse_since("90m", now=10_000.0) == 10_000.0 - 5400
     assert parse_since("2d", now=200_000.0) == 200_000.0 - 172_800
     assert parse_since("2026-11-23T18:00+00:00") == 1_795_456_800.0
+
+
+def test_status_lines_are_short_say_when_the_frame_was_taken_and_its_magnitude(
+    scope: Scope,
+) -> None:
+    result = {"fwhm_arcsec": 9.75, "fwhm_px": 4.08, "stars": 329, "background": 763.0,
+              "inst_mag": -12.515, "snr": 679.0}  # fmt: skip
+    scope.update(
+        pipeline={"env": {**scope.settings["pipeline"]["env"], "RESULT": json.dumps(result)}}
+    )
+    path = frame(scope, "Light_NGC 7023_10.0s_IRCUT_20240730-224436.fit")
+    assert scope.cli("process", str(path)).returncode == 0
+    line = scope.cli("status").stdout.splitlines()[-1]
+    (shown,) = status_of(scope)["frames"]
+    taken = datetime.fromisoformat(shown["observed_at"]).astimezone()
+    assert line.startswith(taken.isoformat(timespec="minutes"))  # the observation, local, zoned
+    assert "  M 42_sub/Light_NGC 7023_10.0s_IRCUT_20240730-224436.fit" in line  # the relpath
+    assert line.endswith("fwhm_arcsec=9.75 stars=329 inst_mag=-12.52 snr=679")
+    assert str(scope.share) not in line and len(line) < 170  # the name itself is 54

@@ -381,3 +381,26 @@ def test_install_creates_the_folders_the_service_writes_for_its_user(tmp_path: P
     assert (tmp_path / "home" / "seestar").stat().st_uid == nobody
     assert (tmp_path / "home").stat().st_uid == nobody  # created too, so also the user's
     assert (tmp_path / "system").stat().st_uid == 0
+
+
+def test_a_system_unit_warns_of_what_its_private_tmp_would_hide(home: Path, tmp_path: Path) -> None:
+    from seestar_watch.config import parse_config
+    from seestar_watch.service import private_tmp_problems
+
+    scope = Scope(tmp_path / "scope")  # pytest's tmp_path lies under /tmp
+    printed = cli(home, "service", "install", "--systemd", "--print", "-c", str(scope.config_path))
+    assert printed.returncode == 0 and "PrivateTmp=yes" in printed.stdout
+    warned = printed.stderr.splitlines()
+    assert any(line.startswith("warning: the config file is under /tmp") for line in warned)
+    assert any(line.startswith("warning: the ledger (state.path) is under /tmp") for line in warned)
+    user = cli(
+        home, "service", "install", "--systemd", "--user", "--print", "-c", str(scope.config_path)
+    )
+    assert "warning" not in user.stderr  # a user unit has no private /tmp
+    elsewhere = {
+        "image_watcher": {"watch_path": "/mnt/seestar/MyWorks"},
+        "pipeline": {"command": ["true"]},
+        "archive": {"path": "/srv/seestar/archive"},
+        "state": {"path": "/srv/seestar/ledger.sqlite3"},
+    }
+    assert private_tmp_problems(parse_config(elsewhere, Path("/etc/seestar/config.yaml"))) == []

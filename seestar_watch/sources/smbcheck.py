@@ -12,7 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from seestar_watch.config import SmbUrl
@@ -162,7 +162,7 @@ def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
             offered = ", ".join(repr(s) for s in shares) if shares else "(none it would list)"
             fix = f"it offers: {offered}"
             if "EMMC Images" in shares:
-                fix = f"use smb://{url.host}/EMMC Images/MyWorks ({fix})"
+                fix = f"use {_seestar_folder(url)} ({fix})"
             why = "" if "BadNetworkName" in type(exc).__name__ else f": {first_line(exc)}"
             return found.say(
                 "share", "fail", f"no share named {url.share!r} on {url.host}{why}", fix
@@ -184,7 +184,7 @@ def _lists(found: Diagnosis, source: SmbSource) -> bool:
                 "fail",
                 f"{source.location} does not exist: {exc.strerror}",
                 "the Seestar keeps its frames in MyWorks/:"
-                f" smb://{source.url.host}/{source.url.share}/MyWorks",
+                f" {_seestar_folder(source.url, share=source.url.share)}",
             )
         return found.say("answers", "fail", f"{source.location}: {exc.strerror}")
     found.latency_ms = round((time.monotonic() - started) * 1000, 1)
@@ -225,6 +225,11 @@ def _hears(found: Diagnosis, source: SmbSource, observer: str, wait: float) -> N
             f" folder every poll_interval instead",
             "nothing to do; frames are seen poll_interval + debounce_delay after they arrive",
         )
+
+
+def _seestar_folder(url: SmbUrl, share: str = "EMMC Images") -> str:
+    """The URL of the Seestar's MyWorks/ on this server, its port and user kept."""
+    return str(replace(url, share=share, folder=("MyWorks",)))
 
 
 def _bounded(function: Callable[[], T], timeout: float, otherwise: T) -> T:

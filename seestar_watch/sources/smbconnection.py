@@ -32,6 +32,11 @@ T = TypeVar("T")
 smbclient.ClientConfig(require_secure_negotiate=False, skip_dfs=True)
 
 
+# NTSTATUS codes smbprotocol has no errno for, that some servers (impacket) answer where
+# Samba answers STATUS_OBJECT_NAME_NOT_FOUND: a folder or file that is not there
+NOT_FOUND = {0xC000000F: errno.ENOENT}  # STATUS_NO_SUCH_FILE
+
+
 class SmbClient:
     """One connection to one server, every call bounded by `timeout` seconds."""
 
@@ -70,7 +75,8 @@ class SmbClient:
         if expired:  # the deadline closed the connection already
             return _timed_out(self.timeout)
         if isinstance(exc, SMBOSError):
-            return OSError(exc.errno, _ntstatusfirst_line(exc), exc.filename)
+            code = NOT_FOUND.get(exc.ntstatus, exc.errno)
+            return OSError(code, _ntstatusfirst_line(exc), exc.filename)
         if isinstance(exc, OSError) and exc.errno == errno.EPROTO:
             return exc
         if isinstance(exc, UnicodeError):
