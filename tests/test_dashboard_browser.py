@@ -136,6 +136,9 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
     import subprocess
     import sys
 
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
     from seestar_watch.ledger import Ledger
     from seestar_watch.sources import Version
     from tests.conftest import wait_for
@@ -170,9 +173,15 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
 
         status, headers, _ = wait_for(icon, timeout=20)
         assert status == 200 and headers["Content-Type"] == "image/svg+xml"
-        browser.get(f"http://127.0.0.1:{port}/?refresh=1")
+        browser.get(f"http://127.0.0.1:{port}/?refresh=30")  # no redraw under the pointer
         wait_for(lambda: browser.execute_script("return document.body.dataset.loaded"), timeout=20)
         shown = dict(browser.execute_script(SHOWN_TIME))
+        chart = browser.find_element(By.CSS_SELECTOR, 'svg[data-field="snr"]')
+        ActionChains(browser).move_to_element(chart).perform()  # hover: the frame under it
+        readout = browser.execute_script(
+            "return document.querySelector('svg[data-field=snr]').parentNode"
+            ".querySelector('.readout').textContent"
+        )
     finally:
         page.terminate()
         page.wait(10)
@@ -181,3 +190,4 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
     assert shown["head"][0] == "taken"  # the recent frames by when they were taken
     assert any("bad.fit" in row and "to retry" in row for row in shown["failures"])
     assert "2026" in shown["night"] and "2025" not in shown["night"]
+    assert readout.startswith("M 94 ") and "2026" in readout and "Light_" in readout  # dated
