@@ -39,7 +39,7 @@ from seestar_watch.results import numeric_fields
 FAILURES_LISTED = 5  # frames named in one message about many failures
 TAIL_LINES = 10  # lines of a failed command's output in its alert
 ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notice of it
-NIGHT_LONGEST = 16 * 3600.0  # frames this soon after a summed-up night's first are its own
+REOPEN_WITHIN = 6 * 3600.0  # frames this soon after a night's summary are still that night
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class AlertRules:
         self._streaks: dict[str, int] = dict.fromkeys(config.results, 0)
         self._result_said: set[str] = set()
         self._threads_said: set[tuple[str, str]] = set()
-        self._summarized: _Night | None = None  # the last night summed up
+        self._summarized: tuple[_Night | None, float] = (None, 0.0)  # the last, and when
         self._summary_day: str | None = self._today() if self._past_summary_time() else None
 
     # -- what happens -------------------------------------------------------------------
@@ -136,13 +136,13 @@ class AlertRules:
 
     def frame_arrived(self) -> None:
         with self._lock:
-            summarized = self._summarized
-            if (  # frames after the night's summary, that same night: a correction follows
+            summarized, summed_at = self._summarized
+            if (  # frames soon after the night's summary: the same night, corrected later
                 self._night.started is None
                 and summarized is not None
-                and self._wall() - (summarized.started or 0) < NIGHT_LONGEST
+                and self._wall() - summed_at < REOPEN_WITHIN
             ):
-                self._night, self._summarized = summarized, None
+                self._night, self._summarized = summarized, (None, 0.0)
                 self._night.corrected, self._night.summarized_in_loss = True, False
             night = self._night
             if night.started is None:  # the frame's row was written a moment before
@@ -341,7 +341,7 @@ class AlertRules:
 
     def _end_night(self, why: str) -> None:
         night, self._night = self._night, _Night()
-        self._summarized = night  # frames that follow the same night reopen it
+        self._summarized = (night, self._wall())  # frames soon after reopen it
         counts, medians = self.summarize(night.started or self._wall())
         lines = [
             f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed,"

@@ -153,6 +153,11 @@ def test_a_share_lost_in_the_night_is_no_summary_and_frames_after_one_correct_it
     said = after(clock, rule, 3700)
     assert kinds(said) == ["share_back", "share_lost", "summary"]
     assert said[2].title == "Night summary: 3 frames done (corrected: frames followed the last one)"
+    clock.advance(12 * 3600)  # the next evening: a night of its own
+    rule.share_changed(True)
+    rule.frame_arrived()
+    rule.share_changed(False, "dawn")
+    assert [a.title for a in after(clock, rule, 3700)][-1] == "Night summary: 3 frames done"
 
 
 def test_a_result_past_its_limit_for_n_frames_in_a_row_once_until_it_recovers() -> None:
