@@ -30,6 +30,7 @@ from seestar_watch.sources import Entry, Source
 
 log = get_logger("seestar_watch.settle")
 MAX_REMEMBERED = 100_000  # versions remembered to report each once; ~10 nights of frames
+RECHECK_MAX = 30.0  # seconds between two looks at a frame that stays incomplete, at most
 
 # on_quiet(path) returns None when it is done with the path, or the number of
 # seconds after which it wants to look at the path again (still arriving).
@@ -245,8 +246,13 @@ class Settle:
         if version is not None and seen is not None and seen != version:
             since = now  # it changed: still arriving
         self._incomplete_since[relpath] = (version if version is not None else seen, since)
-        if now - since < self.incomplete_timeout:
-            return max(self.delay, 0.1)
+        waited = now - since
+        if waited < self.incomplete_timeout:
+            # looked at less often the longer it stays as it is (a guest's thousands of
+            # empty .fit files must not cost a header read each every debounce_delay); one
+            # being written is touched by its events, which look at it sooner
+            again = min(max(self.delay, 0.1, waited / 4), RECHECK_MAX)
+            return min(again, max(0.1, self.incomplete_timeout - waited))
         self._incomplete_since.pop(relpath, None)
         entry = None
         if seen is not None:

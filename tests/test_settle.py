@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from pathlib import Path
 
 from seestar_watch.settle import QuietTimer
 from tests.conftest import wait_for
@@ -39,3 +41,31 @@ def test_an_event_does_push_the_deadline_back() -> None:
         assert time.monotonic() - started >= 0.9 + 0.5 - 0.05
     finally:
         timer.stop(5)
+
+
+def test_a_file_that_stays_incomplete_is_looked_at_less_and_less_often(tmp_path: Path) -> None:
+    """A guest's thousands of empty .fit files must not cost a header read each every
+    debounce_delay, all night: the longer one stays as it is, the rarer the looks."""
+    from seestar_watch.settle import Settle
+    from seestar_watch.sources.local import LocalFrame, LocalSource
+
+    opened: list[float] = []
+
+    class Counting(LocalSource):
+        def open(self, relpath: str) -> LocalFrame:
+            opened.append(time.monotonic())
+            return super().open(relpath)
+
+    (tmp_path / "empty.fit").write_bytes(b"")
+    settle = Settle(
+        Counting(tmp_path), 0.05, incomplete_timeout=60, on_settled=print, on_gave_up=print
+    )
+    settle.start()
+    try:
+        settle.touch("empty.fit")
+        time.sleep(4)  # counting looks: nothing to wait for
+    finally:
+        settle.stop(5)
+    gaps = [b - a for a, b in itertools.pairwise(opened)]
+    assert len(opened) < 25, len(opened)  # every 0.05 s it would be 80
+    assert gaps[-1] > 4 * gaps[0]  # and further and further apart
