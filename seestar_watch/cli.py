@@ -240,6 +240,95 @@ def quicklook(path: Path, csv_path: Path | None) -> None:
         write_result(result_path, result)
 
 
+class _FrameOrCommand(click.Group):
+    """`photometry FRAME ...` measures a frame; `photometry prepare NAME` is a command of
+    its own: an argument that names no command is the frame's."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            return "measure", self.commands["measure"], args
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(
+    "photometry",
+    cls=_FrameOrCommand,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+def photometry() -> None:
+    """A calibrated magnitude of your star, with its error, for a frame: plate solved
+    offline, an ensemble of comparison stars, mid-exposure JD/HJD/BJD and airmass.
+
+    \b
+    seestar-watch photometry FRAME [--target "RA DEC" | --target NAME] [--comps FILE]
+                                   [--aperture ARCSEC] [--csv FILE] [--json] [-c CONFIG]
+    seestar-watch photometry prepare NAME [-c CONFIG]   (online, beforehand)
+
+    Made to be a pipeline stage:
+    command: ["seestar-watch", "photometry", "{path}", "--target", "RR Lyr"]
+    Under the daemon it also leaves its result in $SEESTAR_WATCH_RESULT.
+    """
+
+
+@photometry.command("measure", hidden=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", "target_text", help='"RA DEC" (degrees or sexagesimal), or a name.')
+@click.option(
+    "--comps",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Comparison stars: an AAVSO VSP table (JSON) or a CSV of name,ra,dec,mag.",
+)
+@click.option(
+    "--aperture",
+    type=click.FloatRange(1, 300),
+    help="The aperture's radius in arcsec (default: photometry.aperture_arcsec, or from the"
+    " field's FWHM).",
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append one row to this CSV file (header written once).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The result object, one line, instead.")
+@config_option
+def photometry_measure(
+    *,
+    path: Path,
+    target_text: str | None,
+    comps: Path | None,
+    aperture: float | None,
+    csv_path: Path | None,
+    as_json: bool,
+    config_path: Path | None,
+) -> None:
+    import json
+    import os
+
+    from seestar_watch.photometry import command
+    from seestar_watch.results import RESULT_ENV
+
+    options = command.options_from(config_path)
+    result = command.measure_frame(path, options, target_text, comps, aperture)
+    shown = json.dumps(result, allow_nan=False) if as_json else command.summary_line(path, result)
+    click.echo(shown)
+    if csv_path is not None:
+        command.append_csv(csv_path, path, result)
+    if result_path := os.environ.get(RESULT_ENV):
+        command.write_result(result_path, result)
+
+
+@photometry.command("prepare")
+@click.argument("name")
+@click.option("--fov", default=90.0, show_default=True, type=click.FloatRange(10, 300),
+              help="Arcminutes around the star (an S50 field is 43' x 76').")  # fmt: skip
+@click.option("--maglimit", default=13.5, show_default=True, type=click.FloatRange(5, 20))
+@config_option
+def photometry_prepare(name: str, fov: float, maglimit: float, config_path: Path | None) -> None:
+    """While online: save the AAVSO VSP comparison sequence for NAME next to the config."""
+    from seestar_watch.photometry import command
+
+    saved = command.prepare(name, fov, maglimit, config_path)
+    click.echo(f"saved {saved.path} (chart {saved.chart}, {saved.stars} comparison stars)")
+    click.echo(f"use it with: --comps {saved.path}, or photometry.comps: {saved.path.name}")
+
+
 @cli.command("run")
 @config_option
 @click.option("--once", is_flag=True, help="Catch up, run everything pending, then exit.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -218,6 +219,12 @@ def optional(check: Check) -> Check:
         return None if value is None else check(value, key, problems)
 
     return maybe
+
+
+def text(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return _expected(problems, key, "a non-empty string", value)
+    return value.strip()
 
 
 def optional_path(value: Any, key: str, problems: list[str]) -> Any:
@@ -439,6 +446,125 @@ class AlertsConfig:
     summary_at: str | None = setting(clock_time, None)
 
 
+# -- photometry: the stage's targets, comparison stars, sensor and solver ----------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A star to measure: its name, position (degrees) and, for a phase, period and epoch."""
+
+    name: str
+    ra: float
+    dec: float
+    period: float | None = None  # days
+    epoch: float | None = None  # a JD of maximum (or of minimum, for an eclipsing binary)
+
+
+_SEXAGESIMAL = re.compile(
+    r"\s*(?P<ra>\d{1,2}[: ]\d{1,2}[: ]\d{1,2}(?:\.\d*)?)\s*[, ]\s*"
+    r"(?P<dec>[+-]?\d{1,2}[: ]\d{1,2}[: ]\d{1,2}(?:\.\d*)?)\s*"
+)
+
+
+def parse_position(text: str) -> tuple[float, float]:
+    """ "192.810 40.776" (degrees) or "12:51:14.4 +40:46:33" (hours, degrees) -> (ra, dec)
+    in degrees; ValueError says what is accepted."""
+    found = _SEXAGESIMAL.fullmatch(text)
+    if found:
+        h, m, sec = (float(part) for part in re.split("[: ]", found["ra"]))
+        sign = -1.0 if found["dec"].strip().startswith("-") else 1.0
+        d, dm, ds = (abs(float(part)) for part in re.split("[: ]", found["dec"].lstrip("+-")))
+        ra, dec = 15 * (h + m / 60 + sec / 3600), sign * (d + dm / 60 + ds / 3600)
+        if h >= 24 or m >= 60 or sec >= 60 or dm >= 60 or ds >= 60:
+            raise ValueError(f"not a position: {text!r}")
+    else:
+        parts = text.replace(",", " ").split()
+        try:
+            ra, dec = (float(part) for part in parts)
+        except ValueError:
+            raise ValueError(
+                f'not a position: {text!r}; give "RA DEC" in degrees ("192.810 40.776")'
+                ' or sexagesimal ("12:51:14.4 +40:46:33")'
+            ) from None
+    if not (0 <= ra < 360 and -90 <= dec <= 90) or not math.isfinite(ra + dec):
+        raise ValueError(f"not a position on the sky: {text!r}")
+    return ra, dec
+
+
+def targets(value: Any, key: str, problems: list[str]) -> Any:
+    """`[{name: "RR Lyr", ra: "19:25:27.9", dec: "+42:47:04", period: 0.5668, epoch: ...}]`"""
+    if not isinstance(value, list):
+        return _expected(problems, key, "a list of {name, ra, dec[, period, epoch]}", value)
+    found, ok = [], True
+    for n, raw in enumerate(value):
+        where = f"{key}[{n}]"
+        if (
+            not isinstance(raw, Mapping)
+            or not {"name", "ra", "dec"} <= set(raw)
+            or set(raw) - {"name", "ra", "dec", "period", "epoch"}
+        ):
+            _expected(problems, where, "{name, ra, dec[, period, epoch]}", raw)
+            ok = False
+            continue
+        try:
+            ra, dec = parse_position(f"{raw['ra']} {raw['dec']}")
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            ok = False
+            continue
+        extra = {
+            name: number(0, above=True, at_most=None)(raw[name], f"{where}.{name}", problems)
+            for name in ("period", "epoch")
+            if raw.get(name) is not None
+        }
+        if any(v is INVALID for v in extra.values()) or not str(raw["name"]).strip():
+            ok = False
+            continue
+        found.append(Target(str(raw["name"]).strip(), ra, dec, **extra))
+    return tuple(found) if ok else INVALID
+
+
+def site(value: Any, key: str, problems: list[str]) -> Any:
+    """`{lat: 44.63, lon: 4.38, elevation: 120}`: where the telescope stands (degrees, m)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, Mapping)
+        or not {"lat", "lon"} <= set(value)
+        or set(value) - {"lat", "lon", "elevation"}
+    ):
+        return _expected(problems, key, "{lat: deg, lon: deg (east +)[, elevation: m]}", value)
+    lat = number(-90, at_most=(90, "the pole"))(value["lat"], f"{key}.lat", problems)
+    lon = number(-180, at_most=(360, "once round"))(value["lon"], f"{key}.lon", problems)
+    height = number(-500, at_most=(9000, "higher than any mountain"))(
+        value.get("elevation", 0), f"{key}.elevation", problems
+    )
+    return INVALID if INVALID in (lat, lon, height) else (lat, lon, height)
+
+
+Solver = Literal["auto", "astrometry", "astap"]
+
+
+@dataclass(frozen=True)
+class PhotometryConfig:
+    targets: tuple[Target, ...] = setting(targets, ())
+    target: str | None = setting(optional(text), None)  # a name of targets, or "RA DEC"
+    comps: Path | None = setting(optional_path, None)  # an AAVSO VSP JSON or CSV file
+    # the aperture radius; null: from the field's median FWHM (recorded with each result)
+    aperture_arcsec: float | None = setting(
+        optional(number(0, above=True, at_most=(300, "five arcminutes"))), None
+    )
+    # e-/ADU: scales the photon part of the errors only (see the README to measure it)
+    gain: float = setting(number(0, above=True, at_most=(1000, "no sensor")), 1.0)
+    adc_max: float = setting(number(1, at_most=(1e9, "a 30-bit ADC")), 65535.0)
+    saturation: float = setting(number(0, above=True, at_most=(1, "the ADC maximum")), 0.9)
+    solver: Solver = setting(choice(get_args(Solver)), "auto")
+    solve_timeout: float = setting(number(0, above=True, at_most=(600, "ten minutes")), 30.0)
+    index_folder: Path | None = setting(optional_path, None)  # astrometry.net's index files
+    astap_database: Path | None = setting(optional_path, None)  # ASTAP's star database
+    site: tuple[float, float, float] | None = setting(site, None)  # else SITELAT/SITELONG
+
+
 LogFormat = Literal["auto", "lines", "console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -459,6 +585,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
 
     @property
     def folder(self) -> Path:
@@ -474,6 +601,7 @@ SECTIONS: dict[str, type[Any]] = {
     "logging": LoggingConfig,
     "dashboard": DashboardConfig,
     "alerts": AlertsConfig,
+    "photometry": PhotometryConfig,
 }
 REQUIRED_SECTIONS = ("image_watcher", "pipeline")
 Section = TypeVar("Section")

@@ -161,3 +161,17 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The command line in a process of its own, with `env` added to ours."""
+    return subprocess.run(
+        [sys.executable, "-m", "seestar_watch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )

@@ -102,6 +102,8 @@ def _add_star(image: np.ndarray, star: Star) -> None:
     radius = math.ceil(6 * sigma) + 1
     x0, x1 = max(0, int(star.x) - radius), min(image.shape[1], int(star.x) + radius + 2)
     y0, y1 = max(0, int(star.y) - radius), min(image.shape[0], int(star.y) + radius + 2)
+    if x0 >= x1 or y0 >= y1:
+        return  # off the frame
     edges_x = np.arange(x0, x1 + 1) - 0.5 - star.x
     edges_y = np.arange(y0, y1 + 1) - 0.5 - star.y
     # integrate the Gaussian over each pixel: differences of the normal CDF at the edges
@@ -150,3 +152,76 @@ def frame_bytes(
     payload = (data.astype(np.int32) - 32768).astype(">i2").tobytes()
     payload += bytes(-len(payload) % 2880)
     return raw + payload
+
+
+# -- a photometric field: stars on the sky, a WCS, photon and read noise ------------------
+
+ZERO_POINT = 20.5  # mag of a star giving 1 ADU/s over all four pixels of its cells (an S50's)
+
+
+@dataclass(frozen=True)
+class SkyStar:
+    ra: float  # degrees
+    dec: float
+    mag: float  # the magnitude every Bayer channel sees (a grey star)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A frame of known stars on the sky: where it points, its sensor and its sky."""
+
+    ra: float  # the field's centre, degrees
+    dec: float
+    stars: tuple[SkyStar, ...]
+    exposure: float = 10.0
+    gain: float = 1.0  # e-/ADU: the photon noise
+    read_noise: float = 3.0  # e- per raw pixel
+    background: float = 900.0  # ADU per raw pixel
+    fwhm: float = 3.8  # raw pixels (~9")
+    rotation: float = 0.0  # degrees
+    with_wcs: bool = True  # write the WCS into the header (no solve needed)
+    hot_pixels: tuple[tuple[int, int, int], ...] = ()  # (column, row, ADU): one pixel each
+    seed: int = 0
+
+
+def field_wcs(pointing: Field) -> dict[str, object]:
+    """The TAN WCS keywords of an S50 frame centred on the field (raw pixels, FITS 1-based)."""
+    scale = PIXEL_SIZE_UM * 1e-3 / FOCAL_LENGTH_MM * 206_264.806 / 3600  # degrees per pixel
+    angle = math.radians(pointing.rotation)
+    return {
+        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CUNIT1": "deg", "CUNIT2": "deg",
+        "CRVAL1": pointing.ra, "CRVAL2": pointing.dec,
+        "CRPIX1": WIDTH / 2 + 0.5, "CRPIX2": HEIGHT / 2 + 0.5,
+        "CD1_1": -scale * math.cos(angle), "CD1_2": scale * math.sin(angle),
+        "CD2_1": scale * math.sin(angle), "CD2_2": scale * math.cos(angle),
+        "EQUINOX": 2000.0, "RADESYS": "ICRS",
+    }  # fmt: skip
+
+
+def field_frame(pointing: Field, when: datetime | None = None, target: str = "V* TEST") -> bytes:
+    """A complete S50 raw sub of `pointing`'s stars, as bytes: Poisson photon noise at the
+    gain, read noise, a flat sky, saturation at the ADC's 65535; the WCS in the header
+    unless `with_wcs` is False (then only RA/DEC hint where it points, as a Seestar's)."""
+    from astropy.wcs import WCS
+
+    keywords = field_wcs(pointing)
+    wcs = WCS(keywords)
+    rng = np.random.default_rng(pointing.seed)
+    image = np.full((HEIGHT, WIDTH), pointing.background, dtype=np.float64)
+    for sky_star in pointing.stars:
+        x, y = wcs.world_to_pixel_values(sky_star.ra, sky_star.dec)
+        flux = 10 ** (-0.4 * (sky_star.mag - ZERO_POINT)) * pointing.exposure
+        _add_star(image, Star(float(x), float(y), flux, pointing.fwhm))
+    electrons = rng.poisson(np.clip(image, 0, None) * pointing.gain).astype(np.float64)
+    electrons += rng.normal(0, pointing.read_noise, size=image.shape)
+    data = np.clip(np.rint(electrons / pointing.gain), 0, 65535).astype(np.int32)
+    for column, row, value in pointing.hot_pixels:
+        data[row, column] = value
+    hdr = header(target, pointing.exposure, when)
+    hdr["RA"], hdr["DEC"] = pointing.ra, pointing.dec
+    hdr["SITELAT"], hdr["SITELONG"] = 44.633, 4.38333
+    if pointing.with_wcs:
+        for key, keyword in keywords.items():
+            hdr[key] = keyword
+    payload = (data - 32768).astype(">i2").tobytes()
+    return hdr.tostring().encode("ascii") + payload + bytes(-len(payload) % 2880)
