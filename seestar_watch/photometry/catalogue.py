@@ -77,29 +77,38 @@ def separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
 def index_stars(ra: float, dec: float, radius: float, folder: Path | None = None) -> Comparisons:
     """Every Tycho-2 star the installed index files hold within `radius` degrees."""
     folder = folder or INDEX_FOLDER
-    indexes = sorted(folder.glob("index-tycho2-*.fits"))
+    indexes = sorted(folder.glob("index-*.fits"))  # Debian's index-tycho2-09.littleendian.fits
     if not indexes or shutil.which("query-starkd") is None:
         raise CatalogueError(
             f"no Tycho-2 index in {folder} (Debian: apt install astrometry.net"
             " astrometry-data-tycho2-09-littleendian), and no --comps file"
         )
     found: list[Star] = []
+    with_magnitudes = False
     with tempfile.TemporaryDirectory(prefix="seestar-watch-stars-") as work:
         for n, index in enumerate(indexes):
             table = Path(work) / f"{n}.fits"
             command = ["query-starkd", "-r", repr(ra), "-d", repr(dec), "-R", repr(radius)]
             command += ["-t", "MAG_VT", "-o", str(table), str(index)]
             subprocess.run(command, capture_output=True, timeout=30, check=False)
-            if table.exists():
-                found += _stars_of(table)
+            stars = _stars_of(table) if table.exists() else None
+            with_magnitudes |= stars is not None
+            found += stars or []
+    if not with_magnitudes:
+        raise CatalogueError(
+            f"the index files in {folder} carry no Tycho-2 VT magnitudes: give --comps"
+        )
     return Comparisons(tuple(_unique(found)), TYCHO)
 
 
-def _stars_of(table: Path) -> list[Star]:
+def _stars_of(table: Path) -> list[Star] | None:
+    """The stars query-starkd wrote, or None when its index has no VT magnitudes."""
     with fits.open(table) as hdus:
         if len(hdus) < 2 or hdus[1].data is None:
             return []
         rows = hdus[1].data
+        if "MAG_VT" not in rows.names:
+            return None  # an index built from a catalogue without Tycho's VT magnitudes
         return [
             Star(position_name(float(r["RA"]), float(r["DEC"])), float(r["RA"]),
                  float(r["DEC"]), float(r["MAG_VT"]))
