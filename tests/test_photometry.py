@@ -543,7 +543,9 @@ def test_a_frame_that_does_not_solve_is_a_result(tmp_path: Path) -> None:
     blank = write_frame(tmp_path, Field(*CENTRE, (), with_wcs=False))
     result = stage.run(blank, request_for(TARGET, None, solve_timeout=10.0))
     assert result["solved"] is False and result["mag"] is None
-    assert result["reason"].startswith("solve-field found no solution")
+    # solve-field gives up by itself, or (on a busy machine, wall time beyond its CPU
+    # limit) is stopped at the timeout: both are a result with the reason
+    assert result["reason"].startswith(("solve-field found no solution", "no solution within 10 s"))
     assert result["solve_s"] < 20
 
 

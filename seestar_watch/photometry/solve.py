@@ -154,7 +154,7 @@ def _astrometry(
         config = work / "astrometry.cfg"
         config.write_text(f"add_path {index_folder}\nautoindex\ninparallel\n")
         command += ["--config", str(config)]
-    said = _run(command, timeout + 5)
+    said = _run(command, timeout, grace=5)  # its own --cpulimit stops it first
     solution = work / "frame.wcs"
     if not solution.exists():
         last = said.strip().splitlines()[-1] if said.strip() else "no output"
@@ -182,8 +182,9 @@ def _astap(path: Path, work: Path, hint: _Hint, timeout: float, database: Path |
     return solution
 
 
-def _run(command: list[str], timeout: float) -> str:
-    """Run a solver in its own process group; its output; NotSolved after `timeout`."""
+def _run(command: list[str], timeout: float, grace: float = 0) -> str:
+    """Run a solver in its own process group; its output; NotSolved after `timeout` (and
+    `grace` seconds more, for a solver that keeps to a CPU limit of its own)."""
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -195,7 +196,7 @@ def _run(command: list[str], timeout: float) -> str:
         else None,
     )
     try:
-        output, _ = process.communicate(timeout=timeout)
+        output, _ = process.communicate(timeout=timeout + grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
