@@ -218,7 +218,14 @@ def demo(frames: int, keep: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append one row of measurements to this CSV file (header written once).",
 )
-def quicklook(path: Path, csv_path: Path | None) -> None:
+@click.option(
+    "--aperture",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(1, 300),
+    help="The aperture's radius in arcsec (fixed: never a multiple of the measured FWHM).",
+)
+def quicklook(path: Path, csv_path: Path | None, aperture: float) -> None:
     """Background, noise, stars, FWHM and the centre target's instrumental magnitude of a frame.
 
     Made to be a pipeline stage:
@@ -232,7 +239,7 @@ def quicklook(path: Path, csv_path: Path | None) -> None:
     from seestar_watch.tools.quicklook import append_csv, load, measure, summary, write_result
 
     raw, header = load(path)
-    result = measure(raw, header)
+    result = measure(raw, header, aperture)
     click.echo(summary(path.name, header, result))
     if csv_path is not None:
         append_csv(csv_path, path.name, header, result)
