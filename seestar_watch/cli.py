@@ -6,6 +6,7 @@ need them, so `seestar-watch --help` answers in a fraction of a second.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -455,6 +456,25 @@ def status(config_path: Path | None, as_json: bool, limit: int) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line (the default).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead.")
 @click.option(
+    "--aavso",
+    "as_aavso",
+    is_flag=True,
+    help="The AAVSO Extended File Format: one observation per frame with a magnitude.",
+)
+@click.option(
+    "--obscode",
+    metavar="CODE",
+    help="Your AAVSO observer code, for --aavso (default: photometry.obscode).",
+)
+@click.option(
+    "--date",
+    "date_kind",
+    type=click.Choice(["HJD", "JD"], case_sensitive=False),
+    default="HJD",
+    show_default=True,
+    help="The time --aavso gives (mid-exposure either way).",
+)
+@click.option(
     "--since",
     metavar="WHEN",
     help="Only frames first seen since then: 12h, 30m, 2d, or a local date or time"
@@ -466,16 +486,25 @@ def status(config_path: Path | None, as_json: bool, limit: int) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file instead of the standard output.",
 )
-def export(
-    config_path: Path | None, as_csv: bool, as_json: bool, since: str | None, output: Path | None
+def export(  # click passes every option by name
+    *,
+    config_path: Path | None,
+    as_csv: bool,
+    as_json: bool,
+    as_aavso: bool,
+    obscode: str | None,
+    date_kind: str,
+    since: str | None,
+    output: Path | None,
 ) -> None:
     """One row per frame: OBJECT, DATE-OBS, EXPTIME, FILTER, state and every result field.
 
     Works while the daemon runs. Text that a spreadsheet would take for a formula is
-    written with a leading '.
+    written with a leading '. With --aavso: the report WebObs takes, from the photometry
+    stage's results.
     """
-    if as_csv and as_json:
-        raise click.UsageError("give --csv or --json, not both")
+    if as_csv + as_json + as_aavso > 1:
+        raise click.UsageError("give one of --csv, --json and --aavso")
     config = load(config_path)
     from seestar_watch.report import export_rows, parse_since, write_csv, write_json_lines
 
@@ -483,6 +512,9 @@ def export(
         start = 0.0 if since is None else parse_since(since)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if as_aavso:
+        _export_aavso(config, start, obscode, date_kind, output)
+        return
     write = write_json_lines if as_json else write_csv
     rows = export_rows(config, start)
     if output is None:
@@ -494,6 +526,46 @@ def export(
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"{count} frame(s) written to {output}", err=True)
+
+
+OBSCODE = re.compile(r"[A-Z0-9]{1,10}")
+WEBOBS_FILES = (".txt", ".csv", ".tsv")  # the only extensions WebObs takes
+
+
+def _export_aavso(
+    config: Config, since: float, obscode: str | None, date_kind: str, output: Path | None
+) -> None:
+    from seestar_watch.photometry import aavso
+    from seestar_watch.report import export_rows
+
+    code = (obscode or config.photometry.obscode or "").strip().upper()
+    if not code:
+        raise click.UsageError("--aavso needs your observer code: --obscode CODE")
+    if not OBSCODE.fullmatch(code):
+        raise click.UsageError(f"--obscode {code!r}: an AAVSO observer code is letters and digits")
+    if output is not None and output.suffix.lower() not in WEBOBS_FILES:
+        raise click.UsageError(f"-o {output.name}: WebObs takes only .txt, .csv or .tsv files")
+    results = (
+        frame["result"] or {} for frame in export_rows(config, since) if frame["state"] == "done"
+    )
+    report = aavso.export(results, code, "HJD" if date_kind.upper() == "HJD" else "JD", output)
+    if output is not None:
+        click.echo(f"{report.written} observation(s) written to {output}", err=True)
+    for reason, count in sorted(report.left_out.items()):
+        click.echo(f"{count} frame(s) left out: {reason}", err=True)
+    if report.not_vsp:
+        click.echo(
+            f"warning: {report.not_vsp} observation(s) measured against comparison stars that"
+            " are no AAVSO VSP sequence (no chart id): the AAVSO asks for one"
+            " (seestar-watch photometry prepare NAME)",
+            err=True,
+        )
+    if report.unnamed:
+        click.echo(
+            f"warning: {report.unnamed} observation(s) of a target given by its position:"
+            " the AAVSO wants its name (photometry.targets, or the VSP sequence's star)",
+            err=True,
+        )
 
 
 @cli.command("retry")

@@ -563,6 +563,7 @@ class PhotometryConfig:
     index_folder: Path | None = setting(optional_path, None)  # astrometry.net's index files
     astap_database: Path | None = setting(optional_path, None)  # ASTAP's star database
     site: tuple[float, float, float] | None = setting(site, None)  # else SITELAT/SITELONG
+    obscode: str | None = setting(optional(text), None)  # the AAVSO observer code, for reports
 
 
 LogFormat = Literal["auto", "lines", "console", "json"]

@@ -345,7 +345,6 @@ def test_target_from_a_vsp_file(tmp_path: Path) -> None:
 
 def write_vsp(folder: Path) -> Path:
     """An answer shaped like the VSP chart API's JSON (sexagesimal positions, bands)."""
-    from seestar_watch.photometry.measure import to_raw  # noqa: F401 (imported for parity)
 
     def hms(ra: float) -> str:
         hours = ra / 15

@@ -157,7 +157,9 @@ def _vsp(answer: Any, path: Path) -> Comparisons:
             continue
         ra, dec = parse_position(f"{entry['ra']} {entry['dec']}")
         error = band.get("error")
-        name = str(entry.get("label") or entry.get("auid") or position_name(ra, dec))
+        # the AUID, which the AAVSO's report "much prefers" to the chart's label (a label is
+        # the magnitude x 10: two stars of a chart can share one)
+        name = str(entry.get("auid") or entry.get("label") or position_name(ra, dec))
         stars.append(
             Star(name, ra, dec, float(band["mag"]), float(error) if error is not None else None)
         )

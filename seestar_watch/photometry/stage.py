@@ -32,9 +32,9 @@ CHECK_MIN = 4  # comparison stars needed before one is kept out as the check sta
 SAME_AS_TARGET = 10.0 / 3600  # degrees: a catalogue star this close to the target is it
 RESULT_FIELDS = (
     "target", "mag", "mag_err", "filter", "comps", "zp", "zp_scatter", "check_name",
-    "check_mag", "check_err", "airmass", "altitude", "jd", "hjd", "bjd_tdb", "fwhm_arcsec",
-    "aperture_arcsec", "x", "y", "snr", "inst_mag", "saturated", "solved", "solver", "solve_s",
-    "comp_source", "chart", "reason",
+    "check_mag", "check_err", "check_inst_mag", "check_ref_mag", "airmass", "altitude", "jd",
+    "hjd", "bjd_tdb", "fwhm_arcsec", "aperture_arcsec", "x", "y", "snr", "inst_mag",
+    "saturated", "solved", "solver", "solve_s", "comp_source", "chart", "reason",
 )  # fmt: skip
 
 Result = dict[str, Any]
@@ -248,8 +248,12 @@ def _magnitudes(
         return {**result, "reason": zp}
     result.update(comps=len(zp.used), zp=_round(zp.value, 4), zp_scatter=_round(zp.scatter, 4))
     if check is not None:
-        mag, err = ensemble.calibrated(*_instrumental(check[1], exposure), zp)
-        result.update(check_name=check[0].name, check_mag=_round(mag, 4), check_err=_round(err, 4))
+        inst = _instrumental(check[1], exposure)
+        mag, err = ensemble.calibrated(*inst, zp)
+        result.update(
+            check_name=check[0].name, check_mag=_round(mag, 4), check_err=_round(err, 4),
+            check_inst_mag=_round(inst[0], 4), check_ref_mag=_round(check[0].mag, 4),
+        )  # fmt: skip
     return _target(result, aimed, zp, apertures, exposure)
 
 
