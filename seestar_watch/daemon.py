@@ -215,7 +215,10 @@ class Daemon:
         reader: Ledger | None = None
         try:
             reader = Ledger.open(ledger.path, readonly=True)
-            dashboard = Dashboard(overview.Overview(reader, self.source, self.view), listen)
+            targets = self.config.photometry.targets
+            dashboard = Dashboard(
+                overview.Overview(reader, self.source, self.view, targets), listen
+            )
             dashboard.start()
         except (DashboardError, LedgerError) as exc:
             if reader is not None:

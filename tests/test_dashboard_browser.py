@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +194,117 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
     assert any("bad.fit" in row and "to retry" in row for row in shown["failures"])
     assert "2026" in shown["night"] and "2025" not in shown["night"]
     assert readout.startswith("M 94 ") and "2026" in readout and "Light_" in readout  # dated
+
+
+SHOWN_CURVES = """
+const curves = {};
+for (const box of document.querySelectorAll("#light-curves .light-curve")) {
+  const panels = {};
+  for (const drawing of box.querySelectorAll("svg[data-kind]")) {
+    const ticks = (cls) => [...drawing.querySelectorAll(`text.${cls}`)]
+      .map((t) => ({ text: t.textContent, y: Number(t.getAttribute("y")) }));
+    panels[drawing.dataset.kind] = {
+      points: Number(drawing.querySelector("path.points").dataset.points),
+      bars: (drawing.querySelector("path.errors").getAttribute("d").match(/M/g) || []).length,
+      left: Number(drawing.querySelector("path.left-out").dataset.leftOut),
+      mags: ticks("mag-tick"),
+      times: ticks("time-tick").map((t) => t.text),
+      title: drawing.querySelector("text").textContent,
+    };
+  }
+  const summary = box.querySelector(".left-out-summary").textContent;
+  curves[box.dataset.target] = { panels, leftOut: summary };
+}
+return {
+  visible: !document.getElementById("photometry").hidden,
+  curves: curves,
+  fields: [...document.querySelectorAll("svg[data-field]")].map((s) => s.dataset.field),
+  images: document.querySelectorAll("img").length,
+};
+"""
+
+
+def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_phase(
+    tmp_path: Path, browser: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.sources import Version
+
+    period, epoch = 0.5668378, 2461000.25
+    scope = Scope(tmp_path)
+    scope.update(
+        photometry={
+            "targets": [
+                {"name": "RR Lyr", "ra": "19:25:27.91", "dec": "+42:47:03.7",
+                 "period": period, "epoch": epoch},
+                {"name": HOSTILE, "ra": 10.0, "dec": 20.0},
+            ]
+        }
+    )  # fmt: skip
+    first = 2461000.30  # JD; three nights, 9 frames with a magnitude, 3 without
+    frames: list[tuple[str, dict[str, Any]]] = []
+    for n in range(12):
+        jd = first + (n // 4) + (n % 4) * 0.01
+        result: dict[str, Any] = {
+            "target": "RR Lyr", "mag": 7.5 + 0.3 * math.sin(n), "mag_err": 0.01 + n / 1000,
+            "check_name": "000-BBC-123", "check_mag": 9.30 + n / 1000, "check_err": 0.012,
+            "airmass": 1.2, "jd": jd, "filter": "TG", "reason": None,
+        }  # fmt: skip
+        if n % 4 == 3:  # the last of each night left out, with its reason
+            why = ["target not in field", "saturated (a pixel at the ADC's limit)"][n // 4 % 2]
+            result.update(mag=None, mag_err=None, check_mag=None, reason=why)
+        frames.append((f"RR Lyr_sub/Light_{n}.fit", result))
+    hostile = {"target": HOSTILE, "mag": 11.0, "mag_err": 0.05, "jd": first, "reason": None}
+    frames.append(("x/Light_h.fit", hostile))
+    with Ledger.exclusive(scope.ledger) as ledger:
+        for n, (name, result) in enumerate(frames):
+            start = datetime(1970, 1, 1) + timedelta(days=result["jd"] - 2440587.5 - 5 / 86400)
+            taken = start.isoformat(timespec="seconds")  # DATE-OBS: the start, UTC
+            ledger.add_pending(
+                Version(name.encode(), 100, n), {"OBJECT": "RR Lyr", "DATE-OBS": taken}
+            )
+            frame = ledger.claim_next()
+            assert frame is not None
+            ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)
+    port = free_port()
+    page = subprocess.Popen(
+        [sys.executable, "-m", "seestar_watch", "dashboard", "-c", str(scope.config_path),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        browser.get(f"http://127.0.0.1:{port}/?refresh=30")
+        wait_for(lambda: browser.execute_script("return document.body.dataset.loaded"), timeout=20)
+        shown = dict(browser.execute_script(SHOWN_CURVES))
+    finally:
+        page.terminate()
+        page.wait(10)
+
+    assert shown["visible"] is True and shown["images"] == 0
+    assert set(shown["curves"]) == {"RR Lyr", HOSTILE}  # the hostile name only ever as text
+    curve = shown["curves"]["RR Lyr"]
+    target, check, phase = (curve["panels"][kind] for kind in ("target", "check", "phase"))
+    assert target["points"] == 9 and target["bars"] == 9  # every point with its error bar
+    assert target["left"] == 3  # the frames with no magnitude, marked
+    assert "2 target not in field" in curve["leftOut"] and "1 saturated" in curve["leftOut"]
+    mags = target["mags"]  # brighter (smaller) up: the smallest value has the smallest y
+    assert float(mags[0]["text"]) < float(mags[-1]["text"]) and mags[0]["y"] < mags[-1]["y"]
+    assert any(re.search(r"[A-Za-z]{3}", t) for t in target["times"]), target["times"]  # dated
+    assert check["points"] == 9 and check["title"] == "check 000-BBC-123"
+    assert phase["points"] == 9 and phase["times"] == ["0.00", "0.33", "0.67", "1.00"]
+    assert len(target["times"]) == 3  # dated ticks: three fit
+    assert f"P = {period} d" in phase["title"]
+    assert "phase" not in shown["curves"][HOSTILE]["panels"]  # no period: no folded curve
+    assert "airmass" in shown["fields"]  # the other numbers keep their charts ...
+    assert not {"mag", "jd", "check_mag"} & set(shown["fields"])  # ... the curves are not twice
+
+
+def _answers(port: int) -> bool:
+    try:
+        return get(port, "/favicon.ico")[0] == 200
+    except OSError:  # not listening yet
+        return False

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from seestar_watch.config import Target
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import USEFUL_FIELDS, frame_view, status_from
 from seestar_watch.sources import Source
@@ -24,10 +25,22 @@ DaemonView = Callable[[], dict[str, Any]]
 
 
 class Overview:
-    def __init__(self, ledger: Ledger, source: Source, daemon_view: DaemonView) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        source: Source,
+        daemon_view: DaemonView,
+        targets: tuple[Target, ...] = (),
+    ) -> None:
         self.ledger = ledger
         self.source = source
         self.daemon_view = daemon_view
+        # the light curves fold a target with a period at its epoch
+        self.periods = [
+            {"name": t.name, "period": t.period, "epoch": t.epoch}
+            for t in targets
+            if t.period is not None
+        ]
 
     def status(self) -> dict[str, Any]:
         """/api/status: `status --json` (50 frames), plus the share, the failures and the
@@ -41,6 +54,7 @@ class Overview:
             failures=[frame_view(row, self.source) for row in self.ledger.failures(FAILURES)],
             night_start=night_start(last_change or time.time()),
             useful_fields=list(USEFUL_FIELDS),
+            periods=self.periods,
             now=time.time(),
         )
         return report

@@ -329,7 +329,9 @@ def serve_ledger(config: Config, listen: Listen, say: Callable[[str], None]) -> 
     lifecycle = Lifecycle(0)
     with Ledger.reading(path) as ledger, lifecycle.handling_signals():
         source = open_source(config.image_watcher)
-        overview = Overview(ledger, source, lambda: recorded_daemon_view(path))
+        overview = Overview(
+            ledger, source, lambda: recorded_daemon_view(path), config.photometry.targets
+        )
         dashboard = Dashboard(overview, listen)
         dashboard.start()
         say(f"dashboard at {dashboard.url} (read-only, from {path}); Ctrl-C stops it")

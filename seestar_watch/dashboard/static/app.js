@@ -10,6 +10,12 @@ const COLOURS = ["#5b9bd5", "#e8a33d", "#4caf7d", "#d96bb0", "#a67ad9", "#e0564b
 const params = new URLSearchParams(location.search);
 const MAX_CHARTS = 16;
 const EVERY = Math.max(1, Number(params.get("refresh")) || 5) * 1000;  // ms between polls
+// ?days=30: the light curves reach back that far (the other charts keep to the night)
+const DAYS = Math.max(0, Number(params.get("days")) || 0);
+// drawn as light curves, or the time itself: not charts of their own
+const PHOTOMETRY = new Set(["mag", "mag_err", "check_mag", "check_err", "check_inst_mag",
+  "check_ref_mag", "jd", "hjd", "bjd_tdb", "x", "y"]);
+const JD_UNIX = 2440587.5;  // the Julian date of 1970-01-01T00:00Z
 
 const night = { start: null, cursor: null, frames: new Map(), changed: false };
 const colourOf = new Map();
@@ -78,7 +84,8 @@ async function refresh() {
     const status = await getJSON("api/status");
     if (night.start !== status.night_start) {  // a new night: start the charts afresh
       night.start = status.night_start;
-      night.cursor = { since: status.night_start, after: 0 };
+      const since = DAYS ? Math.min(status.night_start, status.now - DAYS * 86400) : status.night_start;
+      night.cursor = { since, after: 0 };
       night.frames.clear();
       night.changed = true;
     }
@@ -91,7 +98,10 @@ async function refresh() {
       more = page.more;
     }
     showStatus(status);
-    if (night.changed) showCharts(status.useful_fields);
+    if (night.changed) {
+      showLightCurves(status.periods || []);
+      showCharts(status.useful_fields);
+    }
     night.changed = false;
     document.getElementById("problem").hidden = true;
     if (!document.body.dataset.loaded) {  // how long the first full load took (benchmarks)
@@ -194,7 +204,7 @@ function showCharts(useful) {
     const t = Date.parse(frame.observed_at);
     if (!(t >= start && t < end)) continue;
     for (const [key, value] of Object.entries(frame.result)) {
-      if (typeof value !== "number" || !Number.isFinite(value)) continue;
+      if (typeof value !== "number" || !Number.isFinite(value) || isPhotometry(frame, key)) continue;
       if (!points.has(key)) points.set(key, []);
       points.get(key).push({ t, y: value, target: target(frame), frame });
     }
@@ -223,6 +233,10 @@ function showCharts(useful) {
   }
   if (!fields.length) charts.append(node("p", "muted", "No results yet: a pipeline that"
     + " writes $SEESTAR_WATCH_RESULT (quicklook does) fills these charts."));
+}
+
+function isPhotometry(frame, key) {  // the photometry stage's result: its own light curve
+  return PHOTOMETRY.has(key) && "target" in frame.result && "mag" in frame.result;
 }
 
 function chart(field, points) {
@@ -287,6 +301,134 @@ function chart(field, points) {
   const box = node("div", "chart", node("h3", "", field));
   box.append(drawing, readout);
   return box;
+}
+
+// -- light curves: the photometry stage's magnitudes, one panel set per target ------------
+//
+// A result of the stage has `target` and `mag` (null when the frame has no magnitude, with
+// its `reason`). Time is the mid-exposure JD; brighter is up; every point has its error bar.
+
+function showLightCurves(periods) {
+  const curves = new Map();  // target -> {points, check, left, checkName}
+  for (const frame of night.frames.values()) {
+    const r = frame.result;
+    if (frame.state !== "done" || !r || !("mag" in r) || typeof r.target !== "string") continue;
+    const t = Number.isFinite(r.jd) ? (r.jd - JD_UNIX) * 86400000 : Date.parse(frame.observed_at);
+    if (!Number.isFinite(t)) continue;
+    if (!curves.has(r.target)) curves.set(r.target, { points: [], check: [], left: [], checks: new Set() });
+    const curve = curves.get(r.target);
+    if (Number.isFinite(r.mag)) {
+      curve.points.push({ t, jd: r.jd, y: r.mag, err: finite(r.mag_err), frame });
+    } else {
+      curve.left.push({ t, reason: String(r.reason || "no magnitude"), frame });
+    }
+    if (Number.isFinite(r.check_mag)) {
+      curve.check.push({ t, jd: r.jd, y: r.check_mag, err: finite(r.check_err), frame });
+      curve.checks.add(String(r.check_name));
+    }
+  }
+  const section = document.getElementById("photometry");
+  section.hidden = curves.size === 0;
+  const folds = new Map(periods.map((p) => [p.name, p]));
+  document.getElementById("light-curves").replaceChildren(...[...curves.keys()].sort()
+    .map((name) => lightCurve(name, curves.get(name), folds.get(name))));
+}
+
+function finite(value) {
+  return Number.isFinite(value) ? value : 0;
+}
+
+function lightCurve(name, curve, fold) {
+  const box = node("div", "chart light-curve", node("h3", "", name));
+  box.dataset.target = name;
+  const readout = node("div", "readout muted", " ");
+  const times = [...curve.points, ...curve.check, ...curve.left].map((p) => p.t);
+  const span = [Math.min(...times), Math.max(...times)];
+  if (!colourOf.has(name)) colourOf.set(name, COLOURS[colourOf.size % COLOURS.length]);
+  const colour = colourOf.get(name);
+  box.append(panel({ title: `${name} TG`, points: curve.points, left: curve.left, span,
+    axis: timeAxis, readout, kind: "target", colour }));
+  if (curve.check.length) {
+    box.append(panel({ title: `check ${[...curve.checks].join(", ")}`, points: curve.check,
+      left: [], span, axis: timeAxis, readout, kind: "check", colour: "#8a8f98" }));
+  }
+  if (fold && curve.points.length) {
+    const epoch = Number.isFinite(fold.epoch) ? fold.epoch : 0;
+    const phased = curve.points.filter((p) => Number.isFinite(p.jd)).map((p) => (
+      { ...p, t: (((p.jd - epoch) / fold.period) % 1 + 1) % 1 }));
+    box.append(panel({ title: `${name} TG, phase (P = ${fold.period} d)`, points: phased,
+      left: [], span: [0, 1], axis: phaseAxis, readout, kind: "phase", colour }));
+  }
+  const reasons = new Map();
+  for (const p of curve.left) reasons.set(p.reason, (reasons.get(p.reason) || 0) + 1);
+  const summary = node("div", "left-out-summary muted", curve.left.length
+    ? `left out: ${[...reasons].map(([why, n]) => `${n} ${why}`).join("; ")}` : "");
+  box.append(readout, summary);
+  return box;
+}
+
+function timeAxis(t0, t1) {
+  const format = { hour: "2-digit", minute: "2-digit" };
+  const dated = t1 - t0 > 86400000;  // a span of more than a day: the date on every tick
+  if (dated) Object.assign(format, { month: "short", day: "numeric" });
+  return Object.assign((t) => new Date(t).toLocaleString([], format), { wide: dated });
+}
+
+function phaseAxis() {
+  return (phase) => phase.toFixed(2);
+}
+
+// One panel: magnitudes (brighter up) with error bars against time or phase, and the
+// frames left out as marks along the bottom. Points, bars and marks are a path each.
+function panel({ title, points, left, span, axis, readout, kind, colour }) {
+  const W = 460, H = 170, L = 58, R = 10, T = 18, B = 22;
+  let [t0, t1] = span;
+  if (t1 === t0) { t0 -= 60000; t1 += 60000; }
+  const lows = points.map((p) => p.y - p.err), highs = points.map((p) => p.y + p.err);
+  let [y0, y1] = points.length ? [Math.min(...lows), Math.max(...highs)] : [0, 1];
+  const pad = (y1 - y0) * 0.08 || 0.05;
+  y0 -= pad; y1 += pad;
+  const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
+  const y = (v) => T + (v - y0) / (y1 - y0) * (H - T - B);  // brighter (smaller) is up
+  const drawing = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-kind": kind,
+    "aria-label": `${title}: magnitude against ${kind === "phase" ? "phase" : "time"}` });
+  drawing.append(svg("text", { x: L, y: 12 }, title));
+  drawing.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  drawing.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  const label = axis(t0, t1);
+  const digits = Math.min(4, Math.max(1, Math.ceil(-Math.log10((y1 - y0) / 3)) + 1));
+  for (let i = 0; i <= 3; i++) {
+    const v = y0 + (y1 - y0) * i / 3;
+    drawing.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "mag-tick" },
+      v.toFixed(digits)));
+  }
+  const ticks = label.wide ? 2 : 3;  // a date and a time are too wide for four
+  for (let i = 0; i <= ticks; i++) {
+    const t = t0 + (t1 - t0) * i / ticks;
+    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
+    drawing.append(svg("text", { x: x(t), y: H - 6, class: "time-tick", "text-anchor": anchor },
+      label(t)));
+  }
+  const xy = points.map((p) => [x(p.t).toFixed(1), y(p.y).toFixed(1), y(p.y - p.err).toFixed(1),
+    y(p.y + p.err).toFixed(1)]);
+  drawing.append(svg("path", { class: "errors", stroke: colour,
+    d: xy.map(([px, , top, bottom]) => `M${px} ${top}V${bottom}`).join("") }));
+  drawing.append(svg("path", { class: "points", stroke: colour, "data-points": points.length,
+    d: xy.map(([px, py]) => `M${px} ${py}h0`).join("") }));
+  drawing.append(svg("path", { class: "left-out", "data-left-out": left.length,
+    d: left.map((p) => `M${x(p.t).toFixed(1)} ${H - B - 8}v6`).join("") }));
+  const all = [...points, ...left].sort((a, b) => a.t - b.t);
+  drawing.addEventListener("mousemove", (event) => {
+    if (!all.length) return;
+    const box = drawing.getBoundingClientRect();
+    const t = t0 + ((event.clientX - box.left) / box.width * W - L) / (W - L - R) * (t1 - t0);
+    const near = all.reduce((a, b) => (Math.abs(b.t - t) < Math.abs(a.t - t) ? b : a));
+    const what = "reason" in near ? `left out: ${near.reason}`
+      : `${near.y.toFixed(3)} ± ${near.err.toFixed(3)}`;
+    readout.textContent = `${when(near.frame.observed_at)}: ${what} (${nameOf(near.frame.source)})`;
+  });
+  drawing.addEventListener("mouseleave", () => { readout.textContent = " "; });
+  return drawing;
 }
 
 refresh();
