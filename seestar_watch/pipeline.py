@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from seestar_watch.config import CONFIG_ENV
 from seestar_watch.results import RESULT_ENV
 
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to the group
@@ -68,9 +69,14 @@ def _finite(value: Any) -> Any:
 
 
 def child_environment(
-    extra: Mapping[str, str], event: Mapping[str, Any], result_path: str | None = None
+    extra: Mapping[str, str],
+    event: Mapping[str, Any],
+    result_path: str | None = None,
+    config_path: str | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    if config_path is not None:  # a stage of ours (photometry) reads the daemon's own config
+        env[CONFIG_ENV] = config_path
     env.update(extra)
     env["SEESTAR_WATCH_PATH"] = str(event["path"])
     env["SEESTAR_WATCH_SOURCE"] = str(event["source"])

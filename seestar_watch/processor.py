@@ -215,7 +215,9 @@ class FrameProcessor:
                 before_exec=children.die_with_parent,
                 on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
                 stdin_data=event_json(event).encode(),
-                env=child_environment(pipeline.env, event, result_path),
+                env=child_environment(
+                    pipeline.env, event, result_path, str(self.config.source.absolute())
+                ),
                 timeout=pipeline.timeout,
                 cwd=self.config.folder,  # relative paths in the command mean the config's folder
                 should_abort=self.should_abort,

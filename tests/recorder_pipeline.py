@@ -28,6 +28,7 @@ record = {
     "source": os.environ.get("SEESTAR_WATCH_SOURCE"),
     "event": os.environ.get("SEESTAR_WATCH_EVENT"),
     "extra": os.environ.get("EXTRA_SETTING"),
+    "config": os.environ.get("SEESTAR_WATCH_CONFIG"),
     "leaked": sorted(k for k in os.environ if k == "NOTIFY_SOCKET" or k.startswith("WATCHDOG_")),
     "result_path": os.environ.get("SEESTAR_WATCH_RESULT"),
     "pid": os.getpid(),

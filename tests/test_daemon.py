@@ -393,6 +393,7 @@ def test_the_event_reaches_the_command_on_stdin_and_in_the_environment(
     assert event["header"]["OBJECT"] == "M 94" and event["header"]["NAXIS1"] == 1080
     assert event["size_kb"] == pytest.approx(4_152_960 / 1024)
     assert run["extra"] == "42"
+    assert run["config"] == str(scope.config_path)  # a stage of ours reads the same config
 
 
 def test_notify_socket_and_watchdog_variables_do_not_reach_the_command(

@@ -5,6 +5,12 @@ It makes a temporary "share" (MyWorks/<target>_sub), starts the real daemon on i
 telescope: Seestar-like frames every second, their data arriving in chunks, one
 through a temporary name and a rename, a jpg twin and a thumbnail beside each,
 and one broken file. Each frame's outcome is printed as it happens, then a table.
+
+Then, where astrometry.net and a Tycho-2 index are installed, the photometry stage: frames
+of real sky (the index's own stars around M 94, one of them made a pretend variable), with
+no WCS, run through `process` with `photometry` as the pipeline (solved offline, measured
+on the VT scale), and the AAVSO report of them. Where they are not, one line says how to
+install them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from seestar_watch.tools.synthetic import Sky, frame_bytes, header, star_field
 
 TARGET = "M 42"
 ARCSEC = '"'
+FIELD = (192.78, 41.12)  # degrees: around M 94, where Tycho-2 has a few dozen stars
+VARIABLE = "DEMO VAR"  # the pretend variable's name in the report
+STEP = 0.15  # magnitudes it fades from one frame to the next
+INSTALL = (
+    "demo: the photometry stage solves frames offline; to see it too, install a solver and"
+    " its index: sudo apt install astrometry.net astrometry-data-tycho2-09-littleendian"
+)
 CADENCE = 1.0  # seconds between frames (a real S50 takes ~12 s with 10 s exposures)
 Say = Callable[[str], None]
 
@@ -43,7 +56,9 @@ class Demo:
         self.say = say
         self.share = root / "share" / "MyWorks"
         self.csv = root / "quicklook.csv"
+        self.photometry_csv = root / "photometry.csv"
         self.config = root / "config.yaml"
+        self.photometry_config = root / "photometry.yaml"
         self.outcomes: dict[str, str] = {}
         self._started = threading.Event()
         self._t0 = time.monotonic()
@@ -51,7 +66,7 @@ class Demo:
 
     def write_config(self) -> None:
         self.share.mkdir(parents=True, exist_ok=True)
-        settings = {
+        settings: dict[str, Any] = {
             "image_watcher": {
                 "watch_path": str(self.share),
                 "recursive": True,
@@ -79,6 +94,7 @@ class Demo:
             "dashboard": {"listen": False},
         }
         self.config.write_text(yaml.safe_dump(settings))
+        self.settings = settings
 
     def run(self) -> int:
         self.write_config()
@@ -108,7 +124,9 @@ class Demo:
                 daemon.kill()
             reader.join(5)
         self._table(names)
-        return 0 if self._as_expected(names) else 1
+        measured = self._photometry()
+        self._kept()
+        return 0 if self._as_expected(names) and measured else 1
 
     # -- the telescope -----------------------------------------------------------
 
@@ -201,6 +219,8 @@ class Demo:
                 f" {_num(row.get('fwhm_arcsec'), '.1f', ARCSEC):>7}"
                 f" {_num(row.get('inst_mag'), '.3f'):>8} {_num(row.get('snr'), '.0f'):>6}"
             )
+
+    def _kept(self) -> None:
         if self.kept:
             self.say(f"\nconfig, ledger, archive and {self.csv.name} are kept in {self.root}")
             config = shlex.quote(str(self.config))
@@ -213,6 +233,113 @@ class Demo:
         return all(self.outcomes.get(n) == "done" for n in frames) and (
             self.outcomes.get(broken) == "rejected"
         )
+
+    # -- the photometry stage, where a solver is installed ------------------------------
+
+    def _photometry(self) -> bool:
+        """Frames of real sky through the photometry stage, then their AAVSO report; True
+        when every magnitude came back within its error (or there is no solver to show)."""
+        from seestar_watch.photometry import catalogue
+
+        try:
+            if shutil.which("solve-field") is None:
+                raise catalogue.CatalogueError("no solve-field")
+            sky = catalogue.index_stars(*FIELD, 0.8).stars
+        except catalogue.CatalogueError:
+            self.say(f"\n{INSTALL}")
+            return True
+        near = [s for s in sky if catalogue.separation(s.ra, s.dec, *FIELD) < 0.25]
+        variable = min((s for s in near if 9.5 < s.mag < 11), key=lambda s: s.mag, default=None)
+        if variable is None:
+            self.say(f"\ndemo: no star to measure in this index around {FIELD}: skipped")
+            return True
+        truths = self._write_sky_frames(sky, variable)
+        self._write_photometry_config(variable)
+        self.say(f"\ndemo: the photometry stage, on {len(truths)} frames of real sky (Tycho-2's")
+        self.say(
+            f"      stars around M 94, no WCS: solved offline); {VARIABLE} fades {STEP} a frame"
+        )
+        done = self._cli("process", *map(str, truths), "-c", str(self.photometry_config))
+        for line in done.stdout.splitlines():  # "done<TAB>path", a line a frame
+            state, _, path = line.partition("\t")
+            self.say(f"      {state:<9} {os.path.basename(path)}")
+        return self._photometry_table(truths) and self._aavso_report()
+
+    def _write_sky_frames(self, sky: tuple[Any, ...], variable: Any) -> dict[Path, float]:
+        from seestar_watch.tools.synthetic import Field, SkyStar, field_frame
+
+        folder = self.share / "M 94_sub"
+        folder.mkdir(parents=True, exist_ok=True)
+        start = datetime.now(UTC).replace(microsecond=0)
+        truths = {}
+        for i in range(3):
+            mag = variable.mag + STEP * i
+            stars = [SkyStar(s.ra, s.dec, mag if s is variable else s.mag) for s in sky]
+            when = start + timedelta(seconds=12 * i)
+            path = folder / f"Light_M 94_10.0s_IRCUT_{when:%Y%m%d-%H%M%S}.fit"
+            field = Field(*FIELD, tuple(stars), with_wcs=False, seed=i)
+            path.write_bytes(field_frame(field, when, target="M 94"))
+            truths[path] = mag
+        return truths
+
+    def _write_photometry_config(self, variable: Any) -> None:
+        command = [sys.executable, "-m", "seestar_watch", "photometry", "{path}"]
+        settings = {
+            **self.settings,
+            "pipeline": {**self.settings["pipeline"], "command": [
+                *command, "--csv", str(self.photometry_csv)]},
+            "logging": {"format": "lines", "level": "warning"},
+            "photometry": {
+                "targets": [{"name": VARIABLE, "ra": variable.ra, "dec": variable.dec}],
+                "target": VARIABLE,
+                "obscode": "DEMO",
+            },
+        }  # fmt: skip
+        self.photometry_config.write_text(yaml.safe_dump(settings))
+
+    def _photometry_table(self, truths: dict[Path, float]) -> bool:
+        rows = {}
+        if self.photometry_csv.exists():
+            with self.photometry_csv.open() as table:
+                rows = {row["file"]: row for row in csv.DictReader(table)}
+        self.say("")
+        self.say(f"{'frame':<42} {'true':>6} {'TG':>7} {'+-':>6} {'comps':>5} {'solved in':>9}")
+        right = True
+        for path, truth in truths.items():
+            row = rows.get(path.name, {})
+            mag, err = _float(row.get("mag")), _float(row.get("mag_err"))
+            right &= mag is not None and err is not None and abs(mag - truth) <= 4 * err + 0.02
+            solved = f"{row['solve_s']} s" if row.get("solve_s") else row.get("reason", "-")
+            self.say(
+                f"{path.name:<42} {truth:6.3f} {_num(row.get('mag'), '.3f'):>7}"
+                f" {_num(row.get('mag_err'), '.3f'):>6} {row.get('comps', ''):>5} {solved:>9}"
+            )
+        return right
+
+    def _aavso_report(self) -> bool:
+        done = self._cli("export", "--aavso", "-c", str(self.photometry_config))
+        self.say("\nand the AAVSO report of them (seestar-watch export --aavso):")
+        for line in done.stdout.splitlines() + done.stderr.splitlines():
+            self.say(f"  {line}")
+        return done.returncode == 0
+
+    @staticmethod
+    def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "seestar_watch", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _num(value: str | None, fmt: str, unit: str = "") -> str:
