@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 from dataclasses import replace
@@ -28,7 +27,6 @@ from tests.harness import run_cli
 
 REAL_FRAMES = Path(__file__).parents[2] / "shared" / "fixtures" / "seestar"
 M94 = REAL_FRAMES / "Light_M 94_10.0s_IRCUT_20250326-212046.fit"
-NGC7023 = REAL_FRAMES / "Light_NGC 7023_10.0s_IRCUT_20240730-224436.fit"
 HAS_SOLVER = shutil.which("solve-field") is not None and any(
     catalogue.INDEX_FOLDER.glob("index-tycho2-*.fits")
 )
@@ -566,14 +564,33 @@ def test_real_m94_sub_against_tycho2(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p != copy]
 
 
+NGC7023_SUBS = sorted(REAL_FRAMES.glob("Light_NGC 7023_*.fit"))
+
+
 @needs_solver
 @needs_real_frames
-def test_real_ngc7023_saturated_star_is_flagged(tmp_path: Path) -> None:
-    """HD 200775 (V ~ 7.4) has pixels at 65000 in this 10 s sub."""
+@pytest.mark.parametrize("sub", NGC7023_SUBS, ids=lambda p: p.name)
+def test_real_ngc7023_saturated_star_is_flagged_and_the_others_measured(
+    tmp_path: Path, sub: Path
+) -> None:
+    """HD 200775 (V ~ 7.4) has pixels at 65000 in both subs (10 s, 2024; 20 s, 2025): flagged,
+    no magnitude. Tycho-2's other stars of the field, each measured against the rest, come
+    back on the VT scale: their median offset within 0.1 mag (each star's own scatter, colour
+    term and catalogue error included, is ~0.1: benchmarks/README.md)."""
+    copy = tmp_path / sub.name
+    shutil.copyfile(sub, copy)
     hd200775 = SkyStar(315.40392, 68.16304, 7.4)
-    result = stage.run(NGC7023, request_for(hd200775, None))
+    result = stage.run(copy, request_for(hd200775, None))
     assert result["solved"] is True, result
     assert result["saturated"] is True and result["mag"] is None
+    around = catalogue.index_stars(315.40, 68.16, 0.4).stars
+    offsets = []
+    for star in sorted((s for s in around if 9 < s.mag < 11.5), key=lambda s: s.mag)[:6]:
+        measured = stage.run(copy, request_for(SkyStar(star.ra, star.dec, star.mag), None))
+        if measured["mag"] is not None:
+            offsets.append(measured["mag"] - star.mag)
+    assert len(offsets) >= 4, offsets
+    assert abs(statistics.median(offsets)) < 0.1, offsets
 
 
 def test_no_network_anywhere_in_the_stage(
@@ -588,8 +605,3 @@ def test_no_network_anywhere_in_the_stage(
     monkeypatch.setattr(socket, "create_connection", refuse)
     frame, comps = field
     assert stage.run(frame, request_for(TARGET, comps))["mag"] is not None
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="root reads any file: the test needs root")
-def test_placeholder_for_root() -> None:
-    pass
