@@ -35,6 +35,7 @@ from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.sources import ShareState, open_source
 from seestar_watch.watch import Watch
+from seestar_watch.worker import Worker, prepare_ledger
 
 if TYPE_CHECKING:  # imported when used: prometheus-client and apprise only if configured
     from seestar_watch.alertsender import AlertSender
@@ -61,9 +62,7 @@ class Daemon:
         self.wait_for_share = wait_for_share
         self.source = open_source(config.image_watcher)
         self.lifecycle = Lifecycle(config.pipeline.shutdown_grace)
-        self.failed = 0  # frames that ended `failed` during this run
-        self._failed_lock = threading.Lock()
-        self.last_frame = ""  # "<name> <state>" of the last frame a worker finished
+        self.worker: Worker | None = None  # once the ledger is open
         self.share = ShareSupervisor(
             self.source,
             config.image_watcher.mount_retry,
@@ -71,7 +70,7 @@ class Daemon:
             self._share_up,
             self._share_down,
         )
-        self._work = threading.Condition()
+        self._work_ready = threading.Condition()  # workers wait on it for frames
         self._watch: Watch | None = None
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
@@ -101,14 +100,7 @@ class Daemon:
                 log.warning("config.readable", warning=warning)
             ledger.keep_trying(self.lifecycle.stopping, self.lifecycle.beat)
             children.become_subreaper()  # what a command leaves behind is ours to stop
-            children.stop_orphans(ledger)
-            recovered = ledger.recover_running()
-            if recovered:
-                log.warning(
-                    "ledger.recovered",
-                    frames=recovered,
-                    note="left running by a daemon that did not stop cleanly",
-                )
+            prepare_ledger(ledger)
             self._watch = Watch(
                 self.config,
                 self.source,
@@ -141,15 +133,14 @@ class Daemon:
             )
 
     def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
-        processor = self._processor(ledger)
-        processor.clean_archive()
+        worker = self._worker(ledger)
         self._start_alerts(ledger)
         threads = [
             self._thread("share", self.share.run),
             self._thread("intake", watch.run, self.lifecycle.stopping),
         ]
         threads += [
-            self._thread(f"worker-{n}", self._work_loop, ledger, processor)
+            self._thread(f"worker-{n}", self._work, ledger, worker)
             for n in range(1, self.config.pipeline.workers + 1)
         ]
         log.info(
@@ -266,8 +257,8 @@ class Daemon:
         self._said_stalled = bool(stalled)
         return not stalled
 
-    def _processor(self, ledger: Ledger) -> FrameProcessor:
-        return FrameProcessor(
+    def _worker(self, ledger: Ledger) -> Worker:
+        processor = FrameProcessor(
             self.config,
             ledger,
             self.source,
@@ -276,6 +267,9 @@ class Daemon:
             on_outcome=self._frame_finished,
             command_umask=self._user_umask,
         )
+        processor.clean_archive()
+        self.worker = Worker(processor, self.lifecycle.stopping, self.lifecycle.beat)
+        return self.worker
 
     def _frame_finished(self, outcome: Outcome) -> None:
         if self.alerts is not None:
@@ -289,7 +283,8 @@ class Daemon:
         else:
             folders = self._watch.folders if self._watch else 0
             doing = f"watching {self.source.location} ({count_of(folders, 'folder')})"
-        last = f"; last frame {self.last_frame}" if self.last_frame else ""
+        last_frame = self.worker.last_frame if self.worker else ""
+        last = f"; last frame {last_frame}" if last_frame else ""
         return f"{doing}; {ledger.pending_count()} pending{last}"
 
     def share_answers(self) -> bool:
@@ -318,12 +313,12 @@ class Daemon:
     def _wake_everyone(self) -> None:
         if self._watch is not None:
             self._watch.wake.set()
-        with self._work:
-            self._work.notify_all()
+        with self._work_ready:
+            self._work_ready.notify_all()
 
     def _wake_workers(self) -> None:
-        with self._work:
-            self._work.notify()
+        with self._work_ready:
+            self._work_ready.notify()
 
     def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
         """A thread of the daemon, started again if anything escapes it (a bug): a thread
@@ -364,41 +359,35 @@ class Daemon:
 
     # -- the workers ---------------------------------------------------------------
 
-    def _work_loop(self, ledger: Ledger, processor: FrameProcessor) -> None:
+    def _work(self, ledger: Ledger, worker: Worker) -> None:
+        """One worker thread: frames as they are due, while the share is there."""
+        longest = self.config.pipeline.longest_retry_delay
+
+        def claim() -> Frame | None:
+            return ledger.claim_next(longest) if self.share.available else None
+
+        def wait() -> bool:  # for a wake-up, the next retry, or `retry` from outside
+            due = ledger.seconds_until_due(longest_wait=longest)
+            self._pause(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
+            return True
+
         try:
-            self._work_until_stopped(ledger, processor)
+            for _, state in worker.drain(claim, wait):
+                if state in ("postponed", "waiting"):  # the share or the archive's disk first
+                    self._pause(LEDGER_POLL)
         except LedgerError:
             return  # only raised once stopping: the daemon reports it as it exits
 
-    def _work_until_stopped(self, ledger: Ledger, processor: FrameProcessor) -> None:
-        while not self.lifecycle.stopping.is_set():
-            self.lifecycle.beat()
-            longest = self.config.pipeline.longest_retry_delay
-            frame = ledger.claim_next(longest) if self.share.available else None
-            if frame is None:
-                due = ledger.seconds_until_due(longest_wait=longest)
-                with self._work:
-                    self._work.wait(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
-                continue
-            if self._process(processor, frame) in ("postponed", "waiting"):
-                with self._work:  # not at once again: the share or the archive's disk first
-                    self._work.wait(LEDGER_POLL)
-
-    def _process(self, processor: FrameProcessor, frame: Frame) -> str:
-        state = processor.process(frame)
-        if state == "failed":
-            with self._failed_lock:  # workers finish frames at the same time
-                self.failed += 1
-        self.last_frame = f"{frame.version.name.rpartition('/')[2]} {state}"
-        return state
+    def _pause(self, seconds: float) -> None:
+        with self._work_ready:
+            self._work_ready.wait(seconds)
 
     # -- run --once ------------------------------------------------------------------
 
     def _run_once(self, ledger: Ledger, watch: Watch) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
         watch.warn_if_frames_unwatched()
-        processor = self._processor(ledger)
-        processor.clean_archive()
+        worker = self._worker(ledger)
         for entry in sorted(self.source.list_frames(), key=lambda e: e.mtime_ns):
             if not ledger.knows(entry.version):
                 intake.read_and_record(
@@ -408,19 +397,16 @@ class Daemon:
                     max_frame_mb=self.config.image_watcher.max_frame_mb,
                 )
         longest = self.config.pipeline.longest_retry_delay
-        while not self.lifecycle.stopping.is_set():
-            frame = ledger.claim_next(longest)
-            if frame is not None:
-                state = self._process(processor, frame)
-                if state == "postponed":
-                    raise UserError("the share went away; the frames left are still pending")
-                if state == "waiting":
-                    raise UserError(f"{processor.low_space}; the frames left are still pending")
-                continue
+
+        def wait() -> bool:  # out a retry's delay; nothing left to wait for: done
             due = ledger.seconds_until_due(longest_wait=longest)
-            if due is None:
-                break
-            self.lifecycle.wait(due)
+            return due is not None and not self.lifecycle.wait(due)
+
+        for _, state in worker.drain(lambda: ledger.claim_next(longest), wait):
+            if state == "postponed":
+                raise UserError("the share went away; the frames left are still pending")
+            if state == "waiting":
+                raise UserError(f"{worker.processor.low_space}; the frames left are still pending")
         counts = ledger.counts()
-        log.info("daemon.once_finished", failed_this_run=self.failed, **counts)
-        return 1 if self.failed else 0
+        log.info("daemon.once_finished", failed_this_run=worker.failed, **counts)
+        return 1 if worker.failed else 0

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from seestar_watch import children, intake
+from seestar_watch import intake
 from seestar_watch.config import SMB_SCHEME, Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import Status
@@ -23,6 +23,7 @@ from seestar_watch.log import escape, get_logger
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import PROBE_TIMEOUT
 from seestar_watch.sources import Entry, Source, name_problem, open_source
+from seestar_watch.worker import Worker, prepare_ledger
 
 log = get_logger("seestar_watch.manual")
 
@@ -94,12 +95,7 @@ def process_frames(
         private_files() as user_umask,
         Ledger.exclusive(config.state.ledger) as ledger,
     ):
-        # the ledger is ours alone: a row still `running` was left by a daemon that was killed
-        children.stop_orphans(ledger)
-        if recovered := ledger.recover_running():
-            log.warning(
-                "ledger.recovered", frames=recovered, note="left running by a killed daemon"
-            )
+        prepare_ledger(ledger)
         if since is None:
             queued = _queue_named(config, source, ledger, names, outcomes, force=force)
         else:
@@ -113,9 +109,10 @@ def process_frames(
             command_umask=user_umask,
         )
         processor.clean_archive()
+        worker = Worker(processor, lifecycle.stopping)
         oldest_first = sorted(queued, key=lambda frame_id: queued[frame_id])
         for frame_id in progress(oldest_first):
-            state = _run_until_settled(ledger, processor, frame_id, lifecycle)
+            state = _run_until_settled(ledger, worker, frame_id, lifecycle)
             note = (processor.low_space or "") if state == "waiting" else ""
             outcomes[queued[frame_id][1]] = Outcome(state, note)
     return outcomes
@@ -202,19 +199,15 @@ def _has_copy(known: Recorded) -> bool:
         return False
 
 
-def _run_until_settled(
-    ledger: Ledger, processor: FrameProcessor, frame_id: int, lifecycle: Lifecycle
-) -> str:
-    """Run one frame, through its retries, until it is done, failed or rejected."""
+def _run_until_settled(ledger: Ledger, worker: Worker, frame_id: int, lifecycle: Lifecycle) -> str:
+    """Run one frame, through its retries (each after its delay), until it is done, failed
+    or rejected; "pending" when a stop comes first."""
+    longest = worker.processor.config.pipeline.longest_retry_delay
     state = "pending"
-    while state == "pending" and not lifecycle.should_abort():
-        frame = ledger.claim(frame_id)
-        if frame is None:
-            return "pending"
-        state = processor.process(frame)
-        if state == "pending":
-            longest = processor.config.pipeline.longest_retry_delay
-            lifecycle.wait(ledger.seconds_until_due(frame_id, longest) or 0.0)
+    # claimed whether due or not: a frame no longer pending is one that settled
+    for _, state in worker.drain(lambda: ledger.claim(frame_id), lambda: False):
+        if state != "pending" or lifecycle.wait(ledger.seconds_until_due(frame_id, longest) or 0.0):
+            break
     return state
 
 

@@ -16,6 +16,7 @@ from seestar_watch.config import parse_config
 from seestar_watch.daemon import Daemon
 from seestar_watch.ledger import Frame
 from seestar_watch.sources import Version
+from seestar_watch.worker import Worker
 from tests.conftest import events_named, wait_for, write_frame
 
 
@@ -26,40 +27,57 @@ class _Failing:
         return "failed"
 
 
-def test_failures_counted_by_many_workers_at_once_are_all_counted(tmp_path: Path) -> None:
-    raw: dict[str, Any] = {
-        "image_watcher": {"watch_path": str(tmp_path)},
-        "pipeline": {"command": ["true"]},
-    }
-    daemon = Daemon(parse_config(raw, tmp_path / "config.yaml"))
-    frame = Frame(1, Version(b"a.fit", 1, 1), {}, 1, None)
+def test_failures_counted_by_many_workers_at_once_are_all_counted() -> None:
+    frame = Frame(1, Version(b"M 42_sub/a.fit", 1, 1), {}, 1, None)
+    worker = Worker(_Failing(), threading.Event())  # type: ignore[arg-type]
     workers, each = 4, 200
 
-    def switch_threads_between_opcodes(frame: FrameType, event: str, _: Any) -> Any:
-        # let another thread run between any two bytecodes of Daemon._process, so a
+    def switch_threads_between_opcodes(code: FrameType, event: str, _: Any) -> Any:
+        # let another thread run between any two bytecodes of the worker's loop, so a
         # read-modify-write that is not under a lock loses updates, as it can in production
-        if frame.f_code is Daemon._process.__code__:
-            frame.f_trace_opcodes = True
+        if code.f_code is Worker.drain.__code__:
+            code.f_trace_opcodes = True
             if event == "opcode":
                 time.sleep(0)
             return switch_threads_between_opcodes
         return None
 
+    def one_worker() -> None:
+        frames = iter([frame] * each)
+        for _ in worker.drain(lambda: next(frames, None), lambda: False):
+            pass
+
     threading.settrace(switch_threads_between_opcodes)
     try:
-        threads = [
-            threading.Thread(
-                target=lambda: [daemon._process(_Failing(), frame) for _ in range(each)]  # type: ignore[arg-type]
-            )
-            for _ in range(workers)
-        ]
+        threads = [threading.Thread(target=one_worker) for _ in range(workers)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
     finally:
         threading.settrace(None)  # type: ignore[arg-type]
-    assert daemon.failed == workers * each
+    assert worker.failed == workers * each
+    assert worker.last_frame == "a.fit failed"
+
+
+def test_a_worker_waits_when_there_is_nothing_and_stops_when_told() -> None:
+    stopping = threading.Event()
+    worker = Worker(_Failing(), stopping)  # type: ignore[arg-type]
+    frames = [Frame(n, Version(b"f%d.fit" % n, 1, n), {}, 1, None) for n in range(3)]
+    queue = list(frames)
+    waits = []
+
+    def wait() -> bool:  # the second time there is nothing to claim, a stop comes
+        waits.append(len(queue))
+        if len(waits) == 1:
+            queue.append(Frame(9, Version(b"late.fit", 1, 9), {}, 1, None))
+        else:
+            stopping.set()
+        return True
+
+    done = [f.id for f, state in worker.drain(lambda: queue.pop(0) if queue else None, wait)]
+    assert done == [0, 1, 2, 9] and waits == [0, 0]
+    assert list(worker.drain(lambda: frames[0], lambda: True)) == []  # stopped: nothing runs
 
 
 def in_process_daemon(tmp_path: Path, **watcher: Any) -> tuple[Daemon, threading.Thread]:
@@ -109,7 +127,7 @@ def test_a_watch_that_fails_to_start_is_tried_again(
         wait_for(lambda: events_named(logs, "watcher.started"), timeout=10)
         assert len(events_named(logs, "watcher.start_failed")) == 1
         write_frame(tmp_path / "share" / "M 42_sub" / "a.fit")
-        wait_for(lambda: daemon.last_frame == "a.fit done", timeout=10)
+        wait_for(lambda: daemon.worker and daemon.worker.last_frame == "a.fit done", timeout=10)
     finally:
         stop(daemon, thread)
 
@@ -166,7 +184,7 @@ def test_a_watch_that_will_not_stop_is_abandoned_and_a_fresh_one_started(
         (tmp_path / "gone").rename(tmp_path / "share")
         wait_for(lambda: len(events_named(logs, "watcher.started")) == 2, timeout=10)
         write_frame(tmp_path / "share" / "M 42_sub" / "after.fit")
-        wait_for(lambda: daemon.last_frame == "after.fit done", timeout=10)
+        wait_for(lambda: daemon.worker and daemon.worker.last_frame == "after.fit done", timeout=10)
     finally:
         stuck.set()
         monkeypatch.setattr(LocalSource, "unwatch", real_unwatch)

@@ -62,8 +62,9 @@ def test_every_module_is_on_the_architecture_map() -> None:
         if module.name in ("__init__.py", "__main__.py") and module.parent == package:
             continue
         relative = module.relative_to(package)
-        shown = f"`{relative.name}`" if relative.parent == Path(".") else f"`{relative.parent}/"
-        assert shown in architecture or f"`{relative}`" in architecture, relative
+        # each file by its name, in a subfolder too (`sources/poller.py` or `poller.py`):
+        # a new module is not on the map until someone says where it stands
+        assert f"`{relative}`" in architecture or f"`{relative.name}`" in architecture, relative
 
 
 def test_the_readme_says_which_writers_the_completeness_check_covers() -> None:
