@@ -121,6 +121,12 @@ class AlertRules:
 
     # -- what happens -------------------------------------------------------------------
 
+    def share_up(self, state: Any) -> None:  # a ShareListener (share.py)
+        self.share_changed(True)
+
+    def share_down(self, state: Any) -> None:
+        self.share_changed(False, state.reason)
+
     def share_changed(self, up: bool, reason: str = "") -> None:
         with self._lock:
             share, now = self._share, self._monotonic()

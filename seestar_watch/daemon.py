@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from seestar_watch import children, intake, preflight, report
@@ -33,9 +34,9 @@ from seestar_watch.notify import Notifier
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.sources import ShareState, open_source
+from seestar_watch.sources import open_source
 from seestar_watch.watch import Watch
-from seestar_watch.worker import Worker, prepare_ledger
+from seestar_watch.worker import Wakeup, Worker, prepare_ledger
 
 if TYPE_CHECKING:  # imported when used: prometheus-client and apprise only if configured
     from seestar_watch.alertsender import AlertSender
@@ -63,14 +64,10 @@ class Daemon:
         self.source = open_source(config.image_watcher)
         self.lifecycle = Lifecycle(config.pipeline.shutdown_grace)
         self.worker: Worker | None = None  # once the ledger is open
+        self.wakeup = Wakeup()  # where idle workers wait
         self.share = ShareSupervisor(
-            self.source,
-            config.image_watcher.mount_retry,
-            self.lifecycle.stopping,
-            self._share_up,
-            self._share_down,
+            self.source, config.image_watcher.mount_retry, self.lifecycle.stopping, [self.wakeup]
         )
-        self._work_ready = threading.Condition()  # workers wait on it for frames
         self._watch: Watch | None = None
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
@@ -78,7 +75,7 @@ class Daemon:
         self.alerts: AlertRules | None = None  # with alerts.urls, while run() runs
         self._sender: AlertSender | None = None
         self.share.on_turn = self.lifecycle.beat
-        self.lifecycle.on_stop(self._wake_everyone)
+        self.lifecycle.on_stop(self.wakeup.everyone)
         self.lifecycle.on_stop(self.share.poke)
 
     # -- run -------------------------------------------------------------------
@@ -111,6 +108,8 @@ class Daemon:
                 asked_to_process_existing=self._asked_to_process_existing,
                 first_start=ledger.first_started_at() if ledger.is_new() else None,
             )
+            self.share.listen(self._watch)
+            self.lifecycle.on_stop(self._watch.poke)
             if once or not self.wait_for_share:
                 self._require_share()
             if once:
@@ -135,14 +134,14 @@ class Daemon:
     def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
         worker = self._worker(ledger)
         self._start_alerts(ledger)
-        threads = [
-            self._thread("share", self.share.run),
-            self._thread("intake", watch.run, self.lifecycle.stopping),
-        ]
-        threads += [
+        # the share thread and the workers must keep turning; the intake may wait minutes
+        # on a dead server's listing, which is no stall
+        watched = [self._thread("share", self.share.run)]
+        watched += [
             self._thread(f"worker-{n}", self._work, ledger, worker)
             for n in range(1, self.config.pipeline.workers + 1)
         ]
+        threads = [*watched, self._thread("intake", watch.run, self.lifecycle.stopping)]
         log.info(
             "daemon.started",
             watch_path=self.source.location,
@@ -152,20 +151,10 @@ class Daemon:
         dashboard = self._start_dashboard(ledger)
         notifier = Notifier()
         notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
-        next_status = time.monotonic() + STATUS_EVERY
-        view = self.view()
-        report.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
+        duties = self._duties(ledger, notifier, threads, watched)
         while not self.lifecycle.wait(1.0):
-            if self.turning(threads):  # if not, systemd restarts us after WatchdogSec
-                notifier.watchdog()
-            if time.monotonic() >= next_status:
-                notifier.status(self.status_line(ledger))
-                next_status = time.monotonic() + STATUS_EVERY
-            if view != (view := self.view()):
-                report.write_daemon_view(ledger.path, view)
-            if self.alerts is not None and self._sender is not None:
-                for alert in self.alerts.due():
-                    self._sender.send(alert)  # queued: sending never holds this loop
+            for duty in duties:
+                duty()
         notifier.stopping("stopping: letting a running command finish")
         if dashboard is not None:
             dashboard.stop()
@@ -179,6 +168,40 @@ class Daemon:
                 " ledger.unwritable); frames not recorded are run again at the next start"
             )
 
+    def _duties(
+        self,
+        ledger: Ledger,
+        notifier: Notifier,
+        threads: list[threading.Thread],
+        watched: list[threading.Thread],
+    ) -> list[Callable[[], None]]:
+        """What the main thread does every second, each by its name."""
+        next_status = time.monotonic() + STATUS_EVERY
+        view = self.view()
+        report.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
+
+        def feed_the_watchdog() -> None:  # if not, systemd restarts us after WatchdogSec
+            if self.turning(threads, watched):
+                notifier.watchdog()
+
+        def say_status() -> None:  # to systemd: `systemctl status` shows it
+            nonlocal next_status
+            if time.monotonic() >= next_status:
+                notifier.status(self.status_line(ledger))
+                next_status = time.monotonic() + STATUS_EVERY
+
+        def publish_the_view() -> None:  # beside the ledger, when the share's state changes
+            nonlocal view
+            if view != (view := self.view()):
+                report.write_daemon_view(ledger.path, view)
+
+        def send_alerts() -> None:  # queued: sending never holds this loop
+            if self.alerts is not None and self._sender is not None:
+                for alert in self.alerts.due():
+                    self._sender.send(alert)
+
+        return [feed_the_watchdog, say_status, publish_the_view, send_alerts]
+
     def _start_alerts(self, ledger: Ledger) -> None:
         """The alert rules and their sender (apprise), when alerts.urls has any."""
         options = self.config.alerts
@@ -191,6 +214,7 @@ class Daemon:
             settle_time=self.config.image_watcher.debounce_delay + SETTLE_MARGIN,
             summarize=lambda since: night_figures(ledger.seen_since(since)),
         )
+        self.share.listen(self.alerts)
         self._sender = AlertSender(options.urls)
         self._sender.start()
         log.info("alerts.ready", to=[target.label for target in self._sender.targets])
@@ -237,21 +261,17 @@ class Daemon:
             "observer": self.source.observer_used,
         }
 
-    def turning(self, threads: list[threading.Thread]) -> bool:
-        """Every thread alive, and the workers and the share supervisor turning: a dead or
-        stuck thread stops the systemd watchdog, and systemd restarts the daemon."""
+    def turning(self, threads: list[threading.Thread], watched: list[threading.Thread]) -> bool:
+        """Every thread alive, and the `watched` ones (the workers and the share supervisor)
+        turning: a dead or stuck thread stops the systemd watchdog, and systemd restarts
+        the daemon."""
         if not all(thread.is_alive() for thread in threads):
             return False
-        watched = [
-            t.name
-            for t in threads
-            if t.name.startswith(("seestar-watch-worker", "seestar-watch-share"))
-        ]
         # the supervisor sleeps up to mount_retry (CHECK_WHILE_UP while the share is up)
         limit = STALL_LIMIT + max(
             self.config.image_watcher.mount_retry, share_module.CHECK_WHILE_UP
         )
-        stalled = self.lifecycle.stalled(watched, limit)
+        stalled = self.lifecycle.stalled([t.name for t in watched], limit)
         if stalled and not self._said_stalled:
             log.error("daemon.stalled", threads=stalled, limit_s=limit)
         self._said_stalled = bool(stalled)
@@ -302,23 +322,14 @@ class Daemon:
         )
         # 1. no new events or settles; 2. no new work (workers see the stop flag);
         # 3. a running command gets the grace, then its group is stopped.
-        self._wake_everyone()
+        self.wakeup.everyone()
+        watch.poke()
         limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
         for thread in threads:
             thread.join(max(0.1, limit - time.monotonic()))
         watch.stop()
         stuck = [t.name for t in threads if t.is_alive()]
         log.info("daemon.stopped", stuck_threads=stuck or None)
-
-    def _wake_everyone(self) -> None:
-        if self._watch is not None:
-            self._watch.wake.set()
-        with self._work_ready:
-            self._work_ready.notify_all()
-
-    def _wake_workers(self) -> None:
-        with self._work_ready:
-            self._work_ready.notify()
 
     def _thread(self, name: str, target: Any, *args: Any) -> threading.Thread:
         """A thread of the daemon, started again if anything escapes it (a bug): a thread
@@ -336,26 +347,13 @@ class Daemon:
         if self.alerts is not None:
             self.alerts.thread_failed(name, f"{type(exc).__name__}: {exc}")
 
-    # -- the share thread: flags only --------------------------------------------
-
-    def _share_up(self, state: ShareState) -> None:
-        if self._watch is not None:
-            self._watch.share_came_up = True
-        if self.alerts is not None:
-            self.alerts.share_changed(True)
-        self._wake_everyone()
-
-    def _share_down(self, state: ShareState) -> None:
-        if self._watch is not None:
-            self._watch.wake.set()
-        if self.alerts is not None:
-            self.alerts.share_changed(False, state.reason)
+    # -- told by the intake ----------------------------------------------------------
 
     def _frame_arrived(self) -> None:
         """A frame finished arriving and waits in the ledger (intake thread)."""
         if self.alerts is not None:
             self.alerts.frame_arrived()
-        self._wake_workers()
+        self.wakeup.one()
 
     # -- the workers ---------------------------------------------------------------
 
@@ -368,19 +366,15 @@ class Daemon:
 
         def wait() -> bool:  # for a wake-up, the next retry, or `retry` from outside
             due = ledger.seconds_until_due(longest_wait=longest)
-            self._pause(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
+            self.wakeup.wait(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
             return True
 
         try:
             for _, state in worker.drain(claim, wait):
                 if state in ("postponed", "waiting"):  # the share or the archive's disk first
-                    self._pause(LEDGER_POLL)
+                    self.wakeup.wait(LEDGER_POLL)
         except LedgerError:
             return  # only raised once stopping: the daemon reports it as it exits
-
-    def _pause(self, seconds: float) -> None:
-        with self._work_ready:
-            self._work_ready.wait(seconds)
 
     # -- run --once ------------------------------------------------------------------
 

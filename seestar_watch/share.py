@@ -1,9 +1,10 @@
 """The share supervisor: the source's availability, turned into transitions.
 
 It asks the source (bounded by a timeout: a hung share never holds this thread)
-whether it is there, and calls `on_up` / `on_down` on every change: ready, lost,
-restored. Those callables only set flags; whatever touches the share runs on the
-daemon's other threads. It also keeps a flapping share from flooding the log.
+whether it is there, and tells its listeners (the intake, the alert rules, the workers'
+wake-up) of every change: ready, lost, restored. A listener only sets flags; whatever
+touches the share runs on the daemon's other threads. It also keeps a flapping share
+from flooding the log.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from seestar_watch.log import get_logger
 from seestar_watch.sources import ShareState, Source
@@ -26,16 +28,23 @@ FLAP_WINDOW = 60.0  # this many seconds ...
 FLAP_LIMIT = 10  # ... with this many transitions is flapping
 
 
+class ShareListener(Protocol):
+    """Told of every change of the share, on the share thread: only set flags."""
+
+    def share_up(self, state: ShareState) -> None: ...
+
+    def share_down(self, state: ShareState) -> None: ...
+
+
 class ShareSupervisor:
-    """Checks the share on its own thread and calls `on_up` / `on_down` on every change."""
+    """Checks the share on its own thread and tells its listeners of every change."""
 
     def __init__(
         self,
         source: Source,
         mount_retry: float,
         stop: threading.Event,
-        on_up: Callable[[ShareState], None],
-        on_down: Callable[[ShareState], None],
+        listeners: Iterable[ShareListener] = (),
     ) -> None:
         self.source = source
         self.mount_retry = mount_retry
@@ -44,12 +53,15 @@ class ShareSupervisor:
         self.on_turn: Callable[[], None] = lambda: None
         self.waited = False  # the share was not there at the first check
         self._stop = stop
-        self._on_up = on_up
-        self._on_down = on_down
+        self._listeners = list(listeners)
         self._poke = threading.Event()
         self._ever_up = False
         self._transitions: deque[float] = deque()
         self._quiet_since: float | None = None  # set while flapping lines are held back
+
+    def listen(self, listener: ShareListener) -> None:
+        """Tell `listener` of the changes from now on (before the share thread starts)."""
+        self._listeners.append(listener)
 
     @property
     def available(self) -> bool:
@@ -78,10 +90,12 @@ class ShareSupervisor:
         if state.is_available and not was_up:
             self._transition("share.restored" if self._ever_up else "share.ready", state)
             self._ever_up = True
-            self._on_up(state)
+            for listener in self._listeners:
+                listener.share_up(state)
         elif not state.is_available and was_up:
             self._transition("share.lost", state)
-            self._on_down(state)
+            for listener in self._listeners:
+                listener.share_down(state)
         elif not state.is_available and previous is None:
             self.waited = True
             log.warning("share.waiting", reason=state.reason, retry_every_s=self.mount_retry)

@@ -21,7 +21,7 @@ from seestar_watch.ledger import Ledger, LedgerError
 from seestar_watch.log import Repeats, get_logger
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.sources import Entry, Source, Version
+from seestar_watch.sources import Entry, ShareState, Source, Version
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 
 log = get_logger("seestar_watch.watch")
@@ -56,8 +56,8 @@ class Watch:
         self._first_start = first_start  # when seestar-watch first ran on this ledger
         self._started_at = time.time()
         self.folders = 0  # folders holding frames, at the last scan
-        self.wake = threading.Event()
-        self.share_came_up = False  # set by the share thread, handled here
+        self._wake = threading.Event()
+        self._share_came_up = False  # set on the share thread, handled on this one
         self._settle: Settle | None = None
         self._watching = False
         self._baseline_taken = False
@@ -68,6 +68,20 @@ class Watch:
         self._failures = Repeats()  # scan failures said since the last good scan
         self._frame_failures = Repeats()  # a listed frame that could not be looked up
 
+    # -- told by others (on their threads): flags only ------------------------------------
+
+    def share_up(self, state: ShareState) -> None:
+        """The share is there again: catch up at once (a ShareListener)."""
+        self._share_came_up = True
+        self._wake.set()
+
+    def share_down(self, state: ShareState) -> None:
+        self._wake.set()  # stop watching what is no longer there
+
+    def poke(self) -> None:
+        """Take a turn now (a stop was asked for)."""
+        self._wake.set()
+
     def run(self, stopping: threading.Event) -> None:
         """Baseline once, keep the watch in step with the share, rescan; never on the share
         thread. A step that fails, whatever it raises, is tried again at the next turn: a
@@ -76,8 +90,8 @@ class Watch:
         next_rescan: float | None = None
         while not stopping.is_set():
             wait = None if next_rescan is None else max(0.0, next_rescan - time.monotonic())
-            self.wake.wait(wait)
-            self.wake.clear()
+            self._wake.wait(wait)
+            self._wake.clear()
             if stopping.is_set():
                 break
             try:
@@ -94,7 +108,7 @@ class Watch:
         if not self.share.available:
             self.stop_watching()
             return None
-        came_up, self.share_came_up = self.share_came_up, False
+        came_up, self._share_came_up = self._share_came_up, False
         self._lister_stale = self._lister_stale or came_up
         if not self._take_baseline() or not self._start_watching():
             return time.monotonic() + self.config.image_watcher.mount_retry  # tried again soon

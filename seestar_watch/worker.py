@@ -15,6 +15,7 @@ from seestar_watch import children
 from seestar_watch.ledger import Frame, Ledger
 from seestar_watch.log import get_logger
 from seestar_watch.processor import FrameProcessor
+from seestar_watch.sources import ShareState
 
 log = get_logger("seestar_watch.daemon")
 
@@ -32,6 +33,31 @@ def prepare_ledger(ledger: Ledger) -> None:
             frames=recovered,
             note="left running by a daemon that did not stop cleanly",
         )
+
+
+class Wakeup:
+    """Where idle workers wait: woken by a frame that arrived, the share back, or a stop."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+
+    def wait(self, seconds: float) -> None:
+        with self._ready:
+            self._ready.wait(seconds)
+
+    def one(self) -> None:
+        with self._ready:
+            self._ready.notify()
+
+    def everyone(self) -> None:
+        with self._ready:
+            self._ready.notify_all()
+
+    def share_up(self, state: ShareState) -> None:  # a ShareListener (share.py)
+        self.everyone()
+
+    def share_down(self, state: ShareState) -> None:
+        pass  # the workers find out at their next claim
 
 
 class Worker:

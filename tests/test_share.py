@@ -28,9 +28,16 @@ def check_share(config: Any) -> ShareState:
     return LocalSource(config.watch_path, mount_point=config.mount_point).check(10)
 
 
+class Told:
+    """A share listener that hands each change to a callable."""
+
+    def __init__(self, on_up: Any, on_down: Any) -> None:
+        self.share_up, self.share_down = on_up, on_down
+
+
 def supervisor_of(config: Any, on_up: Any, on_down: Any) -> ShareSupervisor:
     source = LocalSource(config.watch_path, mount_point=config.mount_point)
-    return ShareSupervisor(source, config.mount_retry, threading.Event(), on_up, on_down)
+    return ShareSupervisor(source, config.mount_retry, threading.Event(), [Told(on_up, on_down)])
 
 
 def test_a_stuck_probe_holds_one_thread_and_later_calls_do_not_pile_up(tmp_path: Path) -> None:
