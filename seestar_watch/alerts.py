@@ -34,10 +34,10 @@ from typing import Any
 
 from seestar_watch.config import AlertsConfig
 from seestar_watch.log import count_of, escape
+from seestar_watch.outcomes import TAIL_LINES, Outcome
 from seestar_watch.results import numeric_fields
 
 FAILURES_LISTED = 5  # frames named in one message about many failures
-TAIL_LINES = 10  # lines of a failed command's output in its alert
 ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notice of it
 REOPEN_WITHIN = 6 * 3600.0  # frames this soon after a night's summary are still that night
 
@@ -48,18 +48,6 @@ class Alert:
     kind: str
     title: str
     body: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a frame ended, as the alerts see it."""
-
-    name: str
-    state: str
-    exit_code: int | None = None
-    reason: str | None = None
-    output_tail: tuple[str, ...] = ()
-    result: dict[str, Any] | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from seestar_watch import children, intake, preflight, report
 from seestar_watch import share as share_module
-from seestar_watch.alerts import AlertRules, Outcome, night_figures
+from seestar_watch.alerts import AlertRules, night_figures
 from seestar_watch.config import Config, SmbUrl
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
@@ -31,6 +31,7 @@ from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
+from seestar_watch.outcomes import Outcome
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import ShareSupervisor

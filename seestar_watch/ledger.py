@@ -23,18 +23,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 from seestar_watch.errors import UserError
 from seestar_watch.log import get_logger
+from seestar_watch.outcomes import STATES, State
 from seestar_watch.sources import Version
 
 SCHEMA_VERSION = 3
 WRITE_RETRY = 2.0  # seconds between two tries of a ledger write that failed
 T = TypeVar("T")
 log = get_logger("seestar_watch.ledger")
-State = Literal["pending", "running", "done", "failed", "rejected", "skipped"]
-STATES: tuple[State, ...] = get_args(State)
 
 _SCHEMA = f"""
 CREATE TABLE frames (
@@ -79,7 +78,7 @@ class Recorded:
 
     id: int
     version: Version
-    state: str
+    state: State
     header: dict[str, Any]
     archived: str | None
 
@@ -441,7 +440,7 @@ class Ledger:
         return self._insert(version, "skipped", reason, header)
 
     def _insert(
-        self, version: Version, state: str, reason: str | None, header: dict[str, Any] | None
+        self, version: Version, state: State, reason: str | None, header: dict[str, Any] | None
     ) -> bool:
         now = time.time()
 
@@ -563,7 +562,7 @@ class Ledger:
     def finish(
         self,
         frame_id: int,
-        state: str,
+        state: State,
         *,
         exit_code: int | None = None,
         duration: float | None = None,

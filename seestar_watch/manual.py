@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from seestar_watch import intake
 from seestar_watch.config import SMB_SCHEME, Config
@@ -20,6 +20,7 @@ from seestar_watch.fitsheader import Status
 from seestar_watch.ledger import Ledger, Recorded
 from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import escape, get_logger
+from seestar_watch.outcomes import Attempt
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.share import PROBE_TIMEOUT
 from seestar_watch.sources import Entry, Source, name_problem, open_source
@@ -30,10 +31,10 @@ log = get_logger("seestar_watch.manual")
 Progress = Callable[[list[int]], Iterable[int]]
 
 
-class Outcome(NamedTuple):
+class Named(NamedTuple):
     """What became of one frame named on the command line: its state, and why if need be."""
 
-    state: str  # done | failed | rejected | pending | waiting (no room) | not run
+    state: Attempt | Literal["not run"]
     note: str = ""
 
 
@@ -84,12 +85,12 @@ def process_frames(
     force: bool,
     since: float | None = None,
     progress: Progress = list,
-) -> dict[str, Outcome]:
+) -> dict[str, Named]:
     """Run the pipeline now on the frames named, or on every frame done since `since` (from
     their archived copies); each frame's final state (or why it did not run)."""
     source = open_source(config.image_watcher)
     lifecycle = Lifecycle(config.pipeline.shutdown_grace)
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, Named] = {}
     with (
         lifecycle.handling_signals(),
         private_files() as user_umask,
@@ -114,7 +115,7 @@ def process_frames(
         for frame_id in progress(oldest_first):
             state = _run_until_settled(ledger, worker, frame_id, lifecycle)
             note = (processor.low_space or "") if state == "waiting" else ""
-            outcomes[queued[frame_id][1]] = Outcome(state, note)
+            outcomes[queued[frame_id][1]] = Named(state, note)
     return outcomes
 
 
@@ -126,7 +127,7 @@ def _queue_named(
     source: Source,
     ledger: Ledger,
     names: Sequence[str],
-    outcomes: dict[str, Outcome],
+    outcomes: dict[str, Named],
     *,
     force: bool,
 ) -> Queued:
@@ -154,7 +155,7 @@ def _queue_done(source: Source, ledger: Ledger, since: float) -> Queued:
 
 def _queue(
     source: Source, ledger: Ledger, relpath: str, *, force: bool, max_frame_mb: float
-) -> tuple[int | None, Outcome, int]:
+) -> tuple[int | None, Named, int]:
     """The frame's ledger id, made pending (skipped, failed and new frames run too), or why
     not; and its modification time (frames run oldest first). Read from the share; when the
     share cannot say, the version the ledger knows, if its archived copy is there."""
@@ -164,32 +165,30 @@ def _queue(
         if known is not None and _has_copy(known):
             return _queue_known(ledger, known, force=force)
     if header.version is None or header.status not in (Status.COMPLETE, Status.INVALID):
-        return None, Outcome("not run", taken), 0
+        return None, Named("not run", taken), 0
     entry = Entry(relpath, *header.version)
     problem = intake.frame_problem(entry, header, max_frame_mb)
     if problem is not None:  # --force too: a rejected frame never runs
-        return None, Outcome("rejected", problem), entry.mtime_ns
+        return None, Named("rejected", problem), entry.mtime_ns
     found = ledger.find(entry.version)
     if found is not None and found[1] == "done" and not force:
-        return None, Outcome("done", "already done: --force runs it again"), entry.mtime_ns
+        return None, Named("done", "already done: --force runs it again"), entry.mtime_ns
     if force or found is None or found[1] != "pending":
         ledger.force_pending(entry.version, header.cards)
         found = ledger.find(entry.version)
-    return (None if found is None else found[0]), Outcome("pending"), entry.mtime_ns
+    return (None if found is None else found[0]), Named("pending"), entry.mtime_ns
 
 
-def _queue_known(
-    ledger: Ledger, known: Recorded, *, force: bool
-) -> tuple[int | None, Outcome, int]:
+def _queue_known(ledger: Ledger, known: Recorded, *, force: bool) -> tuple[int | None, Named, int]:
     """A frame the share cannot show now, run from its archived copy."""
     mtime_ns = known.version.mtime_ns
     if known.state == "rejected":
-        return None, Outcome("rejected", "rejected when it was recorded"), mtime_ns
+        return None, Named("rejected", "rejected when it was recorded"), mtime_ns
     if known.state == "done" and not force:
-        return None, Outcome("done", "already done: --force runs it again"), mtime_ns
+        return None, Named("done", "already done: --force runs it again"), mtime_ns
     if known.state != "pending":
         ledger.force_pending(known.version, known.header)
-    return known.id, Outcome("pending"), mtime_ns
+    return known.id, Named("pending"), mtime_ns
 
 
 def _has_copy(known: Recorded) -> bool:
@@ -199,11 +198,13 @@ def _has_copy(known: Recorded) -> bool:
         return False
 
 
-def _run_until_settled(ledger: Ledger, worker: Worker, frame_id: int, lifecycle: Lifecycle) -> str:
+def _run_until_settled(
+    ledger: Ledger, worker: Worker, frame_id: int, lifecycle: Lifecycle
+) -> Attempt:
     """Run one frame, through its retries (each after its delay), until it is done, failed
     or rejected; "pending" when a stop comes first."""
     longest = worker.processor.config.pipeline.longest_retry_delay
-    state = "pending"
+    state: Attempt = "pending"
     # claimed whether due or not: a frame no longer pending is one that settled
     for _, state in worker.drain(lambda: ledger.claim(frame_id), lambda: False):
         if state != "pending" or lifecycle.wait(ledger.seconds_until_due(frame_id, longest) or 0.0):

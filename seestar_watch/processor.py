@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from seestar_watch import children
-from seestar_watch.alerts import TAIL_LINES, Outcome
 from seestar_watch.archive import (
     ArchiveError,
     LowSpace,
@@ -30,6 +29,7 @@ from seestar_watch.archive import (
 from seestar_watch.config import Config
 from seestar_watch.ledger import Frame, Ledger, LedgerError
 from seestar_watch.log import get_logger
+from seestar_watch.outcomes import TAIL_LINES, Attempt, Outcome
 from seestar_watch.pipeline import (
     RunResult,
     child_environment,
@@ -129,10 +129,8 @@ class FrameProcessor:
         self.ledger.forget_copy(copy)
         return size if inside else 0
 
-    def process(self, frame: Frame) -> str:
-        """Run one claimed frame; returns the state it was left in ("postponed": the share
-        is unavailable, "waiting": no room in the archive; either way the frame is pending
-        again and nothing was held against it)."""
+    def process(self, frame: Frame) -> Attempt:
+        """Run one claimed frame; what the attempt came to (see outcomes.Attempt)."""
         try:
             return self._process(frame)
         except LedgerError:
@@ -144,7 +142,7 @@ class FrameProcessor:
             self.on_outcome(Outcome(frame.version.name, "failed", reason=reason))
             return "failed"
 
-    def _process(self, frame: Frame) -> str:
+    def _process(self, frame: Frame) -> Attempt:
         relpath = frame.version.name
         source = self.source.path_of(relpath)
         bound = log.bind(frame=relpath)
@@ -182,7 +180,9 @@ class FrameProcessor:
         log.debug("frame.archived", frame=relpath, copy=str(copy))
         return str(copy)
 
-    def _run_pipeline(self, frame: Frame, path: str, source: str, relpath: str, bound: Any) -> str:
+    def _run_pipeline(
+        self, frame: Frame, path: str, source: str, relpath: str, bound: Any
+    ) -> Attempt:
         pipeline = self.config.pipeline
         size_kb = frame.version.size / 1024
         event = {
@@ -261,7 +261,7 @@ class FrameProcessor:
             tail=tuple(tail),
         )
 
-    def _unusable(self, frame: Frame, result: RunResult, last: str, bound: Any) -> str:
+    def _unusable(self, frame: Frame, result: RunResult, last: str, bound: Any) -> Attempt:
         """The command said this frame cannot be used (EX_DATAERR): rejected at once, with
         its last words, and never tried again."""
         reason = f"the command cannot use this frame (exit code {EX_DATAERR})" + (
@@ -274,7 +274,7 @@ class FrameProcessor:
         self.on_outcome(Outcome(frame.version.name, "rejected", EX_DATAERR, reason))
         return "rejected"
 
-    def _wait_for_room(self, frame: Frame, reason: str) -> str:
+    def _wait_for_room(self, frame: Frame, reason: str) -> Attempt:
         """Pending again, nothing held against it: said once (a log line and an alert)
         until a copy can be made again."""
         self.ledger.release(frame.id)
@@ -284,7 +284,7 @@ class FrameProcessor:
         self.low_space = reason
         return "waiting"
 
-    def _postpone(self, frame: Frame, reason: str, bound: Any) -> str:
+    def _postpone(self, frame: Frame, reason: str, bound: Any) -> Attempt:
         self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
         bound.warning("frame.postponed", reason=reason)
         return "postponed"
@@ -298,7 +298,7 @@ class FrameProcessor:
         bound: Any,
         *,
         tail: tuple[str, ...] = (),
-    ) -> str:
+    ) -> Attempt:
         pipeline = self.config.pipeline
         if frame.attempts <= pipeline.retries:
             delay = pipeline.retry_wait(frame.attempts)

@@ -22,7 +22,8 @@ from typing import IO, Any
 import psutil
 
 from seestar_watch.config import Config
-from seestar_watch.ledger import STATES, Ledger, low_space
+from seestar_watch.ledger import Ledger, low_space
+from seestar_watch.outcomes import STATES
 from seestar_watch.sources import Source, open_source
 
 # The result fields `status` shows when a result has them, in this order; the dashboard

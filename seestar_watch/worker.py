@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from seestar_watch import children
 from seestar_watch.ledger import Frame, Ledger
 from seestar_watch.log import get_logger
+from seestar_watch.outcomes import Attempt
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.sources import ShareState
 
@@ -77,9 +78,9 @@ class Worker:
         self.last_frame = ""  # "<name> <state>" of the last frame finished
         self._lock = threading.Lock()  # workers finish frames at the same time
 
-    def drain(self, claim: Claim, wait: Wait) -> Iterator[tuple[Frame, str]]:
+    def drain(self, claim: Claim, wait: Wait) -> Iterator[tuple[Frame, Attempt]]:
         """Claim and process frames until a stop, or until `wait` says no more will come;
-        each frame with what became of it (the processor's word), as it happens."""
+        each frame with what its attempt came to, as it happens."""
         while not self.stopping.is_set():
             self.beat()
             frame = claim()

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from seestar_watch.alerts import Alert, AlertRules, Outcome, night_figures
+from seestar_watch.alerts import Alert, AlertRules, night_figures
 from seestar_watch.config import AlertsConfig, ConfigError, ResultLimit, parse_config
+from seestar_watch.outcomes import Outcome
 
 
 class Clock:

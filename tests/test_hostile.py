@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from seestar_watch.alerts import AlertRules, Outcome
+from seestar_watch.alerts import AlertRules
 from seestar_watch.config import AlertsConfig
 from seestar_watch.lifecycle import Lifecycle
+from seestar_watch.outcomes import Outcome
 from seestar_watch.report import observed_at
 from seestar_watch.sources import Version
 from tests.conftest import events_named, frame_bytes, real_header, set_card, wait_for, write_frame
