@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from seestar_watch import children, intake, preflight, report
+from seestar_watch import children, preflight, report
 from seestar_watch import share as share_module
 from seestar_watch.alerts import AlertRules, night_figures
 from seestar_watch.config import Config, SmbUrl
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
+from seestar_watch.intake import FirstStart, Intake
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import count_of, get_logger
@@ -34,9 +35,9 @@ from seestar_watch.notify import Notifier
 from seestar_watch.outcomes import Outcome
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.processor import FrameProcessor
+from seestar_watch.record import read_and_record
 from seestar_watch.share import ShareSupervisor
 from seestar_watch.sources import open_source
-from seestar_watch.watch import Watch
 from seestar_watch.worker import Wakeup, Worker, prepare_ledger
 
 if TYPE_CHECKING:  # imported when used: prometheus-client and apprise only if configured
@@ -59,7 +60,6 @@ class Daemon:
         self, config: Config, *, process_existing: bool = False, wait_for_share: bool = True
     ) -> None:
         self.config = config
-        self.process_existing = process_existing or config.state.process_existing
         self._asked_to_process_existing = process_existing  # on the command line, this time
         self.wait_for_share = wait_for_share
         self.source = open_source(config.image_watcher)
@@ -69,7 +69,7 @@ class Daemon:
         self.share = ShareSupervisor(
             self.source, config.image_watcher.mount_retry, self.lifecycle.stopping, [self.wakeup]
         )
-        self._watch: Watch | None = None
+        self._intake: Intake | None = None
         self._said_stalled = False
         self._started = children.start_time(os.getpid())  # with the pid: this process
         self._user_umask = -1  # the umask run was started with: the command's
@@ -99,24 +99,26 @@ class Daemon:
             ledger.keep_trying(self.lifecycle.stopping, self.lifecycle.beat)
             children.become_subreaper()  # what a command leaves behind is ours to stop
             prepare_ledger(ledger)
-            self._watch = Watch(
+            self._intake = Intake(
                 self.config,
                 self.source,
                 ledger,
                 self.share,
                 on_pending=self._frame_arrived,
-                process_existing=self.process_existing,
-                asked_to_process_existing=self._asked_to_process_existing,
-                first_start=ledger.first_started_at() if ledger.is_new() else None,
+                first_start=FirstStart.decide(
+                    ledger,
+                    asked=self._asked_to_process_existing,
+                    configured=self.config.state.process_existing,
+                ),
             )
-            self.share.listen(self._watch)
-            self.lifecycle.on_stop(self._watch.poke)
+            self.share.listen(self._intake)
+            self.lifecycle.on_stop(self._intake.poke)
             if once or not self.wait_for_share:
                 self._require_share()
             if once:
-                self._watch.baseline_or_continue()
-                return self._run_once(ledger, self._watch)
-            self._run_forever(ledger, self._watch)
+                self._intake.baseline_or_continue()
+                return self._run_once(ledger, self._intake)
+            self._run_forever(ledger, self._intake)
         return 0
 
     def _require_share(self) -> None:
@@ -132,7 +134,7 @@ class Daemon:
                 f" says {how} (or run without --no-wait to wait for it)"
             )
 
-    def _run_forever(self, ledger: Ledger, watch: Watch) -> None:
+    def _run_forever(self, ledger: Ledger, intake: Intake) -> None:
         worker = self._worker(ledger)
         self._start_alerts(ledger)
         # the share thread and the workers must keep turning; the intake may wait minutes
@@ -142,7 +144,7 @@ class Daemon:
             self._thread(f"worker-{n}", self._work, ledger, worker)
             for n in range(1, self.config.pipeline.workers + 1)
         ]
-        threads = [*watched, self._thread("intake", watch.run, self.lifecycle.stopping)]
+        threads = [*watched, self._thread("intake", intake.run, self.lifecycle.stopping)]
         log.info(
             "daemon.started",
             watch_path=self.source.location,
@@ -160,7 +162,7 @@ class Daemon:
         if dashboard is not None:
             dashboard.stop()
             dashboard.overview.ledger.close()
-        self._shutdown(threads, watch)
+        self._shutdown(threads, intake)
         if self._sender is not None:
             self._sender.stop(ALERTS_FLUSH)
         if ledger.in_trouble:
@@ -302,7 +304,7 @@ class Daemon:
         if state is None or not state.is_available:
             doing = "waiting for the share" + (f": {state.reason}" if state else "")
         else:
-            folders = self._watch.folders if self._watch else 0
+            folders = self._intake.folders if self._intake else 0
             doing = f"watching {self.source.location} ({count_of(folders, 'folder')})"
         last_frame = self.worker.last_frame if self.worker else ""
         last = f"; last frame {last_frame}" if last_frame else ""
@@ -315,7 +317,7 @@ class Daemon:
             self.share.poke()
         return answers
 
-    def _shutdown(self, threads: list[threading.Thread], watch: Watch) -> None:
+    def _shutdown(self, threads: list[threading.Thread], intake: Intake) -> None:
         log.info(
             "daemon.stopping",
             grace_s=self.config.pipeline.shutdown_grace,
@@ -324,11 +326,11 @@ class Daemon:
         # 1. no new events or settles; 2. no new work (workers see the stop flag);
         # 3. a running command gets the grace, then its group is stopped.
         self.wakeup.everyone()
-        watch.poke()
+        intake.poke()
         limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
         for thread in threads:
             thread.join(max(0.1, limit - time.monotonic()))
-        watch.stop()
+        intake.stop()
         stuck = [t.name for t in threads if t.is_alive()]
         log.info("daemon.stopped", stuck_threads=stuck or None)
 
@@ -379,13 +381,13 @@ class Daemon:
 
     # -- run --once ------------------------------------------------------------------
 
-    def _run_once(self, ledger: Ledger, watch: Watch) -> int:
+    def _run_once(self, ledger: Ledger, intake: Intake) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
-        watch.warn_if_frames_unwatched()
+        intake.warn_if_frames_unwatched()
         worker = self._worker(ledger)
         for entry in sorted(self.source.list_frames(), key=lambda e: e.mtime_ns):
             if not ledger.knows(entry.version):
-                intake.read_and_record(
+                read_and_record(
                     ledger,
                     self.source,
                     entry.relpath,

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
-from seestar_watch import intake
 from seestar_watch.config import SMB_SCHEME, Config
 from seestar_watch.errors import UserError
 from seestar_watch.fitsheader import Status
@@ -22,6 +21,7 @@ from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import escape, get_logger
 from seestar_watch.outcomes import Attempt
 from seestar_watch.processor import FrameProcessor
+from seestar_watch.record import frame_problem, read_and_record
 from seestar_watch.share import PROBE_TIMEOUT
 from seestar_watch.sources import Entry, Source, name_problem, open_source
 from seestar_watch.worker import Worker, prepare_ledger
@@ -159,7 +159,7 @@ def _queue(
     """The frame's ledger id, made pending (skipped, failed and new frames run too), or why
     not; and its modification time (frames run oldest first). Read from the share; when the
     share cannot say, the version the ledger knows, if its archived copy is there."""
-    taken, header = intake.read_and_record(ledger, source, relpath, max_frame_mb=max_frame_mb)
+    taken, header = read_and_record(ledger, source, relpath, max_frame_mb=max_frame_mb)
     if header.status in (Status.GONE, Status.UNAVAILABLE):
         known = ledger.recorded(os.fsencode(relpath))
         if known is not None and _has_copy(known):
@@ -167,7 +167,7 @@ def _queue(
     if header.version is None or header.status not in (Status.COMPLETE, Status.INVALID):
         return None, Named("not run", taken), 0
     entry = Entry(relpath, *header.version)
-    problem = intake.frame_problem(entry, header, max_frame_mb)
+    problem = frame_problem(entry, header, max_frame_mb)
     if problem is not None:  # --force too: a rejected frame never runs
         return None, Named("rejected", problem), entry.mtime_ns
     found = ledger.find(entry.version)

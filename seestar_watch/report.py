@@ -24,15 +24,9 @@ import psutil
 from seestar_watch.config import Config
 from seestar_watch.ledger import Ledger, low_space
 from seestar_watch.outcomes import STATES
+from seestar_watch.results import useful_fields
 from seestar_watch.sources import Source, open_source
 
-# The result fields `status` shows when a result has them, in this order; the dashboard
-# draws these first. Names are quicklook's; any pipeline may use them.
-USEFUL_FIELDS = ("fwhm_arcsec", "fwhm_px", "stars", "background", "inst_mag", "snr")
-# `status` has room for four: seeing, stars, the target's magnitude and its SNR (a pipeline
-# that gives a calibrated `mag` and its `mag_err` has those shown first)
-STATUS_FIELDS = ("mag", "mag_err", "fwhm_arcsec", "stars", "inst_mag", "snr")
-SHOWN_FIELDS = 4
 HEADER_FIELDS = Ledger.HEADER_FIELDS
 
 
@@ -152,23 +146,6 @@ def status_table(report: dict[str, Any]) -> str:
 def taken(observed_at: str) -> str:
     """When a frame was taken, in local time to the minute with its offset from UTC."""
     return datetime.fromisoformat(observed_at).astimezone().isoformat(timespec="minutes")
-
-
-def useful_fields(result: dict[str, Any] | None) -> str:
-    """A few fields of a result, the most useful first: "fwhm_arcsec=3.1 stars=41"."""
-    if not result:
-        return ""
-    keys = [key for key in STATUS_FIELDS if key in result]
-    keys += [key for key in result if key not in keys and key not in USEFUL_FIELDS]
-    return " ".join(f"{key}={shown(result[key])}" for key in keys[:SHOWN_FIELDS])
-
-
-def shown(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 # -- export -----------------------------------------------------------------------------

@@ -118,3 +118,31 @@ def numeric_fields(result: Result | None) -> dict[str, float]:
         for key, value in result.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
+
+
+# -- a result as people read it: the fields `status`, `run`'s lines and the page show first ---
+
+# The result fields `status` shows when a result has them, in this order; the dashboard
+# draws these first. Names are quicklook's; any pipeline may use them.
+USEFUL_FIELDS = ("fwhm_arcsec", "fwhm_px", "stars", "background", "inst_mag", "snr")
+# `status` has room for four: seeing, stars, the target's magnitude and its SNR (a pipeline
+# that gives a calibrated `mag` and its `mag_err` has those shown first)
+STATUS_FIELDS = ("mag", "mag_err", "fwhm_arcsec", "stars", "inst_mag", "snr")
+SHOWN_FIELDS = 4
+
+
+def useful_fields(result: dict[str, Any] | None) -> str:
+    """A few fields of a result, the most useful first: "fwhm_arcsec=3.1 stars=41"."""
+    if not result:
+        return ""
+    keys = [key for key in STATUS_FIELDS if key in result]
+    keys += [key for key in result if key not in keys and key not in USEFUL_FIELDS]
+    return " ".join(f"{key}={shown(result[key])}" for key in keys[:SHOWN_FIELDS])
+
+
+def shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

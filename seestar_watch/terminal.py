@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from seestar_watch.log import Event, escape
-from seestar_watch.report import useful_fields
+from seestar_watch.results import useful_fields
 
 Line = Callable[[MutableMapping[str, Any]], str]
 

@@ -163,11 +163,11 @@ def test_a_watch_that_will_not_stop_is_abandoned_and_a_fresh_one_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
 ) -> None:
     # a frozen FUSE mount: watchdog's observer.stop() joins its emitters with no timeout
-    from seestar_watch import share, watch
+    from seestar_watch import intake, share
     from seestar_watch.sources.local import LocalSource
 
     monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
-    monkeypatch.setattr(watch, "UNWATCH_TIMEOUT", 0.3)
+    monkeypatch.setattr(intake, "UNWATCH_TIMEOUT", 0.3)
     stuck = threading.Event()
     real_unwatch = LocalSource.unwatch
 
@@ -195,11 +195,11 @@ def test_a_listing_stuck_on_the_old_mount_does_not_hold_the_share_that_came_back
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
 ) -> None:
     # a hung FUSE mount, lazily unmounted and mounted afresh: the old listing never returns
-    from seestar_watch import share, watch
+    from seestar_watch import intake, share
     from seestar_watch.sources.local import LocalSource
 
     monkeypatch.setattr(share, "CHECK_WHILE_UP", 0.1)
-    monkeypatch.setattr(watch, "LIST_TIMEOUT", 0.5)
+    monkeypatch.setattr(intake, "LIST_TIMEOUT", 0.5)
     release = threading.Event()
     real_list = LocalSource.list_frames
     calls = []

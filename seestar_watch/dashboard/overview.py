@@ -14,7 +14,8 @@ from typing import Any
 
 from seestar_watch.config import Target
 from seestar_watch.ledger import Ledger
-from seestar_watch.report import USEFUL_FIELDS, frame_view, status_from
+from seestar_watch.report import frame_view, status_from
+from seestar_watch.results import USEFUL_FIELDS
 from seestar_watch.sources import Source
 
 RECENT = 50  # frames in the table
