@@ -155,7 +155,7 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
     Exits 0 when ready, 1 when not; answers within the timeout even if the share hangs.
     """
     config = load(config_path)
-    from seestar_watch.mountcheck import check_mount_isolated, render
+    from seestar_watch.sources.mountcheck import check_mount_isolated, render
 
     report = check_mount_isolated(config.image_watcher, timeout)
     if as_json:

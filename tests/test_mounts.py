@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from seestar_watch.sources.local import not_mounted_reason
 from seestar_watch.sources.mounts import (
     choose_observer,
     mount_containing,
     mounts_from_partitions,
+    not_mounted_reason,
     parse_mountinfo,
     read_mount_table,
 )

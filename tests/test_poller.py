@@ -78,3 +78,28 @@ def test_growth_of_a_recent_frame_and_a_new_folder_are_reported(tmp_path: Path) 
     frame.unlink()
     poller.poll()
     assert reported == [str(frame), str(frame)] and str(frame) not in poller._files
+
+
+def a_mount_showing_a_loop(root: Path) -> None:
+    """What a mount shows of `MyWorks/loop -> .` on the server: `loop/` as a plain folder
+    holding what its parent holds, its `M 42_sub/` caught a moment later (a frame being
+    written there: another size, another folder time)."""
+    for base, size in ((root, 100), (root / "loop", 200)):
+        (base / "M 42_sub").mkdir(parents=True)
+        (base / "M 42_sub" / "new.fit").write_bytes(b"x" * size)
+        os.utime(base / "M 42_sub", ns=(size * 10**9, size * 10**9))
+    (root / "loop" / "loop").mkdir()
+
+
+def test_a_folder_that_shows_its_parent_again_is_never_entered(tmp_path: Path) -> None:
+    from seestar_watch.sources.local import LocalSource
+
+    a_mount_showing_a_loop(tmp_path)
+    listed = [e.relpath for e in LocalSource(str(tmp_path)).list_frames()]
+    assert listed == ["M 42_sub/new.fit"]  # not loop/M 42_sub/new.fit as well
+    reported: list[str] = []
+    poller = FolderPoller(
+        str(tmp_path), recursive=True, wanted=frame_filter(()), interval=60, on_path=reported.append
+    )
+    poller._list(poller.root, report=True)
+    assert [os.path.relpath(p, tmp_path) for p in reported] == ["M 42_sub/new.fit"]

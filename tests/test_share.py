@@ -11,11 +11,11 @@ import pytest
 
 from seestar_watch.config import parse_config
 from seestar_watch.errors import ConfigError
-from seestar_watch.mountcheck import check_mount, mount_command, remount_read_only
 from seestar_watch.share import FLAP_LIMIT, ShareSupervisor
 from seestar_watch.sources import Availability, ShareState
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 from seestar_watch.sources.local import LocalSource
+from seestar_watch.sources.mountcheck import check_mount, mount_command, remount_read_only
 from tests.conftest import events_named, write_frame
 
 

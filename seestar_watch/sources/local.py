@@ -37,12 +37,18 @@ from seestar_watch.sources import (
 )
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 from seestar_watch.sources.mounts import (
-    Mount,
     choose_observer,
+    mount_at,
     mount_containing,
+    not_mounted_reason,
     read_mount_table,
 )
-from seestar_watch.sources.poller import Fingerprint, FolderPoller, split_entries
+from seestar_watch.sources.poller import (
+    Fingerprint,
+    FolderPoller,
+    repeats_an_ancestor,
+    split_entries,
+)
 
 log = get_logger("seestar_watch.sources.local")
 
@@ -90,6 +96,7 @@ class LocalSource:
         A folder seen again (by what it holds) is not entered twice.
         """
         held: set[Fingerprint] = set()  # what each folder listed held: none is seen twice
+        names_of: dict[str, frozenset[str]] = {}  # the names each folder listed held
         folders = deque([(self.root, 0)])  # shallow first: a folder seen again is the deeper
         while folders:
             folder, depth = folders.popleft()
@@ -100,6 +107,9 @@ class LocalSource:
                 if folder == self.root or exc.errno in SHARE_ERRNOS:
                     raise
                 continue
+            if repeats_an_ancestor(folder, listed.names, names_of, self.root):
+                continue  # a link the server follows back up (loop -> .)
+            names_of[folder] = listed.names
             if listed.fingerprint is not None:
                 if listed.fingerprint in held:
                     continue  # a folder seen again: a link the server follows (loop -> .)
@@ -259,32 +269,7 @@ class LocalFrame:
         self.close()
 
 
-# -- the mount table and bounded looks at the folder -----------------------------
-
-
-def mount_at(point: str, mounts: list[Mount]) -> Mount | None:
-    """The active mount exactly at `point` (the last one: later mounts hide earlier ones)."""
-    found = [m for m in mounts if os.path.normpath(m.mount_point) == os.path.normpath(point)]
-    return found[-1] if found else None
-
-
-def enclosing_share(point: str, mounts: list[Mount]) -> Mount | None:
-    """The network or FUSE mount that `point` lies inside (not at), e.g. smbnetfs's host folder."""
-    mount = mount_containing(point, mounts)
-    if mount is None or not mount.is_network:
-        return None
-    return mount if os.path.normpath(mount.mount_point) != os.path.normpath(point) else None
-
-
-def not_mounted_reason(point: str, mounts: list[Mount]) -> str:
-    """Why mount_point has no mount: nothing there, or it is a folder inside another mount."""
-    enclosing = enclosing_share(point, mounts)
-    if enclosing is None:
-        return f"nothing is mounted at {point}"
-    return (
-        f"nothing is mounted at {point}: it is a folder inside the {enclosing.fstype} mount at"
-        f" {enclosing.mount_point}; set image_watcher.mount_point: {enclosing.mount_point}"
-    )
+# -- bounded looks at the folder -----------------------------
 
 
 def probe_folder(path: str) -> float:

@@ -142,3 +142,28 @@ def choose_observer(kind: ObserverKind, path: str, mounts: list[Mount]) -> tuple
     if mount.is_network:
         return "polling", f"{where}: native events never report what another machine writes"
     return "native", f"{where}: a local filesystem"
+
+
+def mount_at(point: str, mounts: list[Mount]) -> Mount | None:
+    """The active mount exactly at `point` (the last one: later mounts hide earlier ones)."""
+    found = [m for m in mounts if os.path.normpath(m.mount_point) == os.path.normpath(point)]
+    return found[-1] if found else None
+
+
+def enclosing_share(point: str, mounts: list[Mount]) -> Mount | None:
+    """The network or FUSE mount that `point` lies inside (not at), e.g. smbnetfs's host folder."""
+    mount = mount_containing(point, mounts)
+    if mount is None or not mount.is_network:
+        return None
+    return mount if os.path.normpath(mount.mount_point) != os.path.normpath(point) else None
+
+
+def not_mounted_reason(point: str, mounts: list[Mount]) -> str:
+    """Why mount_point has no mount: nothing there, or it is a folder inside another mount."""
+    enclosing = enclosing_share(point, mounts)
+    if enclosing is None:
+        return f"nothing is mounted at {point}"
+    return (
+        f"nothing is mounted at {point}: it is a folder inside the {enclosing.fstype} mount at"
+        f" {enclosing.mount_point}; set image_watcher.mount_point: {enclosing.mount_point}"
+    )

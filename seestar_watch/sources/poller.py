@@ -16,7 +16,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from seestar_watch.log import Repeats, get_logger
@@ -39,6 +39,26 @@ class Folder:
     subfolders: list[str]
     frames: list[tuple[str, os.stat_result]]
     fingerprint: Fingerprint | None
+    names: frozenset[str]  # every name in it
+
+
+def repeats_an_ancestor(
+    folder: str, names: frozenset[str], names_of: Mapping[str, frozenset[str]], root: str
+) -> bool:
+    """Whether `folder` holds exactly the names a folder above it holds: a link the server
+    follows back up (`loop -> .`), seen through a mount that gives each path its own inode.
+    By names alone, so that a frame still being written (its size, its folder's time moving
+    between the two listings) cannot make the second spelling look new."""
+    if not names:
+        return False
+    parent = os.path.dirname(folder)
+    while parent.startswith(root) and parent != folder:
+        if names_of.get(parent) == names:
+            return True
+        if parent == root:
+            return False
+        folder, parent = parent, os.path.dirname(parent)
+    return False
 
 
 def split_entries(entries: list[os.DirEntry[str]], wanted: Callable[[str], bool]) -> Folder:
@@ -64,7 +84,9 @@ def split_entries(entries: list[os.DirEntry[str]], wanted: Callable[[str], bool]
             if stat.S_ISREG(info.st_mode):
                 frames.append((entry.path, info))
                 held[-1] = (entry.name, info.st_size, info.st_mtime_ns)
-    return Folder(folders, frames, frozenset(held) or None)
+    return Folder(
+        folders, frames, frozenset(held) or None, frozenset(entry.name for entry in entries)
+    )
 
 
 def _mtime(entry: os.DirEntry[str]) -> int:
@@ -95,6 +117,7 @@ class FolderPoller:
         self._in_folder: dict[str, set[str]] = {}
         self._held: dict[str, Fingerprint] = {}  # folder -> what it held when last listed
         self._holders: dict[Fingerprint, str] = {}  # ... and back
+        self._names: dict[str, frozenset[str]] = {}  # folder -> the names it held
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="seestar-watch-poll", daemon=True)
 
@@ -144,8 +167,11 @@ class FolderPoller:
         mtime = os.stat(folder).st_mtime_ns  # before listing: a change meanwhile shows next time
         with os.scandir(folder) as entries:
             listed = split_entries(list(entries), self.wanted)
-        if not self._first_holder(folder, listed.fingerprint):
+        if repeats_an_ancestor(folder, listed.names, self._names, self.root) or (
+            not self._first_holder(folder, listed.fingerprint)
+        ):
             return  # another folder seen again (a link the server follows): not polled
+        self._names[folder] = listed.names
         changed = False
         for subfolder in listed.subfolders:
             if self.recursive and subfolder not in self._folders and self._within(subfolder):
@@ -203,6 +229,7 @@ class FolderPoller:
         for known in [f for f in self._folders if f == folder or f.startswith(inside)]:
             self._folders.pop(known, None)
             self._hot.pop(known, None)
+            self._names.pop(known, None)
             for path in self._in_folder.pop(known, set()):
                 self._files.pop(path, None)
             fingerprint = self._held.pop(known, None)

@@ -20,16 +20,14 @@ from seestar_watch.config import SmbUrl, WatcherConfig
 from seestar_watch.log import count_of
 from seestar_watch.sources import Availability
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
-from seestar_watch.sources.local import (
-    LocalSource,
-    enclosing_share,
-    mount_at,
-    not_mounted_reason,
-)
+from seestar_watch.sources.local import LocalSource
 from seestar_watch.sources.mounts import (
     Mount,
     choose_observer,
+    enclosing_share,
+    mount_at,
     mount_containing,
+    not_mounted_reason,
     read_mount_table,
 )
 
