@@ -73,13 +73,7 @@ class Scope:
         return [run["source"] for run in self.runs()]
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "seestar_watch", *args, "-c", str(self.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_cli(*args, "-c", str(self.config_path), timeout=timeout)
 
     def start(self, *args: str) -> DaemonProcess:
         return DaemonProcess(self, list(args))
@@ -164,9 +158,10 @@ class DaemonProcess:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The command line in a process of its own, with `env` added to ours."""
+    """The command line in a process of its own, with `env` added to ours: the one way the
+    tests run `seestar-watch` (the daemon aside, which DaemonProcess follows)."""
     return subprocess.run(
         [sys.executable, "-m", "seestar_watch", *args],
         capture_output=True,
@@ -174,4 +169,5 @@ def run_cli(
         timeout=timeout,
         check=False,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )

@@ -10,18 +10,9 @@ from click.testing import CliRunner
 
 from seestar_watch import __version__
 from seestar_watch.cli import cli
+from tests.harness import run_cli
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "seestar_watch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_version_and_help() -> None:

@@ -16,6 +16,7 @@ from seestar_watch.config import (
     parse_config,
 )
 from seestar_watch.errors import ConfigError
+from tests.harness import run_cli
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
 
@@ -461,19 +462,11 @@ def test_a_nul_in_any_string_is_refused_by_its_key() -> None:
 def test_check_config_and_run_refuse_what_would_crash_run(
     tmp_path: Path, settings: str, message: str
 ) -> None:
-    import subprocess
-    import sys
 
     (tmp_path / "share").mkdir()
     config = tmp_path / "config.yaml"
     config.write_text(f"image_watcher:\n  watch_path: {tmp_path / 'share'}\n{settings}\n")
     for command in (["check-config"], ["run", "--once"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "seestar_watch", *command, "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_cli(*command, "-c", str(config))
         assert done.returncode == 1, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr

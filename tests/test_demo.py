@@ -5,23 +5,17 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "seestar_watch", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    return run_cli("demo", *args, env=env, timeout=120)
 
 
 def test_demo_runs_every_frame_once_rejects_the_broken_one_and_keeps_what_it_made(
@@ -65,9 +59,7 @@ def photometry_part(out: str) -> None:
 def test_demo_cleans_up_after_itself_and_without_a_solver_says_how_to_get_one(
     tmp_path: Path,
 ) -> None:
-    import os
-
-    result = demo("--frames", "1", env={**os.environ, "PATH": str(tmp_path)})  # no solve-field
+    result = demo("--frames", "1", env={"PATH": str(tmp_path)})  # no solve-field
     assert result.returncode == 0, result.stdout + result.stderr
     assert "install a solver and its index: sudo apt install astrometry.net" in result.stdout
     share = re.search(r"pretend Seestar share in (\S+)", result.stdout)

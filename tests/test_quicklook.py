@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from seestar_watch.tools.quicklook import (
 )
 from seestar_watch.tools.synthetic import Sky, Star, frame_bytes, render, star_field
 from tests.conftest import REAL_HEADERS, real_header
+from tests.harness import run_cli
 
 
 def enclosed(fwhm: float, radius_arcsec: float = APERTURE_ARCSEC) -> float:
@@ -95,13 +95,7 @@ def test_csv_gets_its_header_once_and_a_row_per_frame(tmp_path: Path) -> None:
     frame.write_bytes(frame_bytes(Sky(stars=[Star(539.5, 959.5, 100_000, 4.0)])))
     table = tmp_path / "out" / "quicklook.csv"
     for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, "-m", "seestar_watch", "quicklook", str(frame), "--csv", str(table)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = quicklook(str(frame), "--csv", str(table))
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("Light_M 42.fit: M 42 ") and "stars=1" in result.stdout
     with table.open() as text:
@@ -117,13 +111,7 @@ def test_csv_gets_its_header_once_and_a_row_per_frame(tmp_path: Path) -> None:
 def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.fit"
     broken.write_text("not fits")
-    result = subprocess.run(
-        [sys.executable, "-m", "seestar_watch", "quicklook", str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = quicklook(str(broken))
     assert result.returncode == 65  # EX_DATAERR: the daemon rejects it, and does not retry
     assert result.stderr.startswith("error: cannot read") and len(result.stderr.splitlines()) == 1
 
@@ -140,14 +128,7 @@ def test_an_on_board_stack_is_a_frame_it_cannot_use(tmp_path: Path) -> None:
 
 
 def quicklook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "seestar_watch", "quicklook", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    return run_cli("quicklook", *args, env=env)
 
 
 def test_a_csv_that_cannot_be_written_is_one_line_and_exit_1(

@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from seestar_watch.service import Rendered, executable, install, render_launchd, render_systemd
 from tests.conftest import wait_for, write_frame
-from tests.harness import Scope
+from tests.harness import Scope, run_cli
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE_COMMAND = ["/usr/local/bin/seestar-watch"]
@@ -159,21 +158,8 @@ def home(tmp_path: Path) -> Path:
 
 
 def cli(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "PATH": os.environ.get("PATH", ""),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "seestar_watch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    return run_cli(*args, env=env, cwd=cwd)
 
 
 def test_service_install_and_uninstall_as_a_user_unit(home: Path, tmp_path: Path) -> None:
