@@ -21,6 +21,7 @@ from bench import small_frame
 
 from seestar_watch.config import load_config
 from seestar_watch.daemon import Daemon
+from seestar_watch.intake import FirstStart, Intake
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import status_report
 from seestar_watch.sources import Version
@@ -67,7 +68,15 @@ def main() -> None:
         for n in range(100_000 - len(tree))
     )
     ledger.record_baseline(old)
-    daemon = Daemon(config)
+    daemon = Daemon(config)  # its source and share supervisor, as `run` builds them
+    intake = Intake(
+        config,
+        daemon.source,
+        ledger,
+        daemon.share,
+        on_pending=lambda: None,
+        first_start=FirstStart(new_ledger=False, run_existing=False, asked=False, started_at=None),
+    )
     # the tree's frames are known too (done), as on a night already processed
     for path in tree:
         info = path.stat()
@@ -78,9 +87,9 @@ def main() -> None:
     scans = []
     for _ in range(5):
         watcher = CountingSettle()
-        daemon._settle = watcher  # type: ignore[assignment]
+        intake._settle = watcher  # type: ignore[assignment]
         started = time.perf_counter()
-        daemon._catch_up(ledger)
+        intake._catch_up()
         scans.append(time.perf_counter() - started)
     ledger.close()
     reports = []
