@@ -70,7 +70,7 @@ def main() -> None:
     ledger.record_baseline(old)
     daemon = Daemon(config)  # its source and share supervisor, as `run` builds them
     intake = Intake(
-        config,
+        config.image_watcher,
         daemon.source,
         ledger,
         daemon.share,

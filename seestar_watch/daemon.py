@@ -100,7 +100,7 @@ class Daemon:
             children.become_subreaper()  # what a command leaves behind is ours to stop
             prepare_ledger(ledger)
             self._intake = Intake(
-                self.config,
+                self.config.image_watcher,
                 self.source,
                 ledger,
                 self.share,

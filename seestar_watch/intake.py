@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from seestar_watch.config import Config
+from seestar_watch.config import WatcherConfig
 from seestar_watch.fitsheader import HeaderRead
 from seestar_watch.ledger import Ledger, LedgerError
 from seestar_watch.log import Repeats, get_logger
@@ -57,7 +57,7 @@ class Intake:
 
     def __init__(
         self,
-        config: Config,
+        options: WatcherConfig,
         source: Source,
         ledger: Ledger,
         share: ShareSupervisor,
@@ -65,7 +65,7 @@ class Intake:
         on_pending: Callable[[], None],
         first_start: FirstStart,
     ) -> None:
-        self.config = config
+        self.options = options  # image_watcher: the only section it reads
         self.source = source
         self.ledger = ledger
         self.share = share
@@ -103,7 +103,7 @@ class Intake:
         """Baseline once, keep the watch in step with the share, rescan; never on the share
         thread. A step that fails, whatever it raises, is tried again at the next turn: a
         listing from a guest share can hold anything, and this thread must outlive it."""
-        retry = self.config.image_watcher.mount_retry
+        retry = self.options.mount_retry
         next_rescan: float | None = None
         while not stopping.is_set():
             wait = None if next_rescan is None else max(0.0, next_rescan - time.monotonic())
@@ -128,11 +128,11 @@ class Intake:
         came_up, self._share_came_up = self._share_came_up, False
         self._lister_stale = self._lister_stale or came_up
         if not self._take_baseline() or not self._start_watching():
-            return time.monotonic() + self.config.image_watcher.mount_retry  # tried again soon
+            return time.monotonic() + self.options.mount_retry  # tried again soon
         due = next_rescan is not None and time.monotonic() >= next_rescan
         if came_up or due or next_rescan is None:
             self._catch_up()
-            interval = self.config.image_watcher.rescan_interval
+            interval = self.options.rescan_interval
             return time.monotonic() + interval if interval else None
         return next_rescan
 
@@ -184,7 +184,7 @@ class Intake:
         if self._watching:
             return True
         if self._settle is None:
-            options = self.config.image_watcher
+            options = self.options
             self._settle = Settle(
                 self.source,
                 options.debounce_delay,
@@ -227,7 +227,7 @@ class Intake:
                 self.source,
                 entry,
                 header,
-                max_frame_mb=self.config.image_watcher.max_frame_mb,
+                max_frame_mb=self.options.max_frame_mb,
             )
         except LedgerError:
             return  # stopping while the ledger cannot be written: the next start lists it again
@@ -276,7 +276,7 @@ class Intake:
 
     def warn_if_frames_unwatched(self) -> None:
         """recursive: false with frames in sub-folders (where the Seestar writes them): say so."""
-        if self.config.image_watcher.recursive or self._checked_subfolders:
+        if self.options.recursive or self._checked_subfolders:
             return
         self._checked_subfolders = True
         try:

@@ -41,7 +41,7 @@ class Running:
         self.pending = threading.Semaphore(0)
         decided = first_start or FirstStart.decide(self.ledger, asked=False, configured=False)
         self.intake = Intake(
-            config, source, self.ledger, self.supervisor,
+            config.image_watcher, source, self.ledger, self.supervisor,
             on_pending=self.pending.release, first_start=decided,
         )  # fmt: skip
         self.supervisor.listen(self.intake)
