@@ -64,7 +64,10 @@ class Scope:
         path = self.records / "runs.jsonl"
         if not path.exists():
             return []
-        runs = [json.loads(line) for line in path.read_text().splitlines()]
+        text = path.read_text()
+        # a command may be writing its line right now: only whole lines are runs yet
+        complete = text[: text.rfind("\n") + 1]
+        runs = [json.loads(line) for line in complete.splitlines()]
         for run in runs:
             run["argv"] = [os.fsdecode(bytes.fromhex(a)) for a in run["argv"]]
         return runs

@@ -34,8 +34,13 @@ record = {
     "pid": os.getpid(),
     "started": time.time(),
 }
-with open(os.path.join(record_dir, "runs.jsonl"), "a") as runs:
-    runs.write(json.dumps(record) + "\n")
+# one write of the whole line (O_APPEND): a reader never sees half of it from a buffer flush
+line = (json.dumps(record) + "\n").encode()
+runs = os.open(os.path.join(record_dir, "runs.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+try:
+    os.write(runs, line)
+finally:
+    os.close(runs)
 
 result_path = os.environ.get("SEESTAR_WATCH_RESULT")
 if result_path and "RESULT" in os.environ:
