@@ -36,7 +36,9 @@ record = {
 }
 # one write of the whole line (O_APPEND): a reader never sees half of it from a buffer flush
 line = (json.dumps(record) + "\n").encode()
-runs = os.open(os.path.join(record_dir, "runs.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+runs = os.open(
+    os.path.join(record_dir, "runs.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
+)
 try:
     os.write(runs, line)
 finally:
