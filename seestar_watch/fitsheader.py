@@ -27,7 +27,7 @@ from typing import Any
 from astropy.io import fits
 
 from seestar_watch.errors import SHARE_ERRNOS
-from seestar_watch.sources import OpenFrame
+from seestar_watch.sources import OpenFrame, Stamp
 
 BLOCK = 2880
 CARD = 80
@@ -63,9 +63,9 @@ class HeaderRead:
     mtime_ns: int | None = None  # the modification time of the version that was read
 
     @property
-    def version(self) -> tuple[int, int] | None:
-        """(size, mtime_ns) of what was read, when the file could be opened."""
-        return None if self.mtime_ns is None else (self.size, self.mtime_ns)
+    def version(self) -> Stamp | None:
+        """The size and time of what was read, when the file could be opened."""
+        return None if self.mtime_ns is None else Stamp(self.size, self.mtime_ns)
 
 
 def read_header(path: str, *, max_blocks: int = MAX_HEADER_BLOCKS) -> HeaderRead:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.fitsheader import HeaderRead, Status, read_header_of
 from seestar_watch.log import Repeats, get_logger
-from seestar_watch.sources import Entry, Source
+from seestar_watch.sources import Entry, Source, Stamp
 
 log = get_logger("seestar_watch.settle")
 MAX_REMEMBERED = 100_000  # versions remembered to report each once; ~10 nights of frames
@@ -183,10 +183,10 @@ class Settle:
         self._stopped = threading.Event()
         # relpath -> ((size, mtime_ns) first seen incomplete, when): a rescan's touch must not
         # restart the give-up clock of a frame that stays truncated all night
-        self._incomplete_since: dict[str, tuple[tuple[int, int] | None, float]] = {}
+        self._incomplete_since: dict[str, tuple[Stamp | None, float]] = {}
         # relpath -> (size, mtime_ns) last reported (settled or given up on): a late polling
         # event after a frame was reported complete and unchanged must not report it again
-        self._reported: dict[str, tuple[int, int]] = {}
+        self._reported: dict[str, Stamp] = {}
 
     def start(self) -> None:
         self._timer.start()
@@ -212,7 +212,7 @@ class Settle:
             if exc.errno in SHARE_ERRNOS:
                 return self._retry(relpath, None, Status.UNAVAILABLE, "share unavailable")
             entry = None  # gone
-        if entry is None or self._reported.get(relpath) == (entry.size, entry.mtime_ns):
+        if entry is None or self._reported.get(relpath) == entry.stamp:
             self._incomplete_since.pop(relpath, None)
             return None
         header = read_header_of(lambda: self.source.open(relpath))
@@ -229,7 +229,7 @@ class Settle:
         return None
 
     def _retry(
-        self, relpath: str, version: tuple[int, int] | None, status: Status, reason: str
+        self, relpath: str, version: Stamp | None, status: Status, reason: str
     ) -> float | None:
         """Look again later, or give up once this version has been incomplete for too long.
 
@@ -263,7 +263,7 @@ class Settle:
         return None
 
 
-def _remember(memory: dict[str, tuple[int, int]], relpath: str, version: tuple[int, int]) -> None:
+def _remember(memory: dict[str, Stamp], relpath: str, version: Stamp) -> None:
     """memory[relpath] = version, most recent last, forgetting the oldest beyond the bound."""
     memory.pop(relpath, None)
     memory[relpath] = version

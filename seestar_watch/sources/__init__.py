@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from seestar_watch.sources.mounts import Mount
 
@@ -71,6 +71,14 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 NS_PER_YEAR = 365.2425 * 86400 * 1e9
 
 
+class Stamp(NamedTuple):
+    """What tells two versions of one path apart: its size and modification time. A plain
+    tuple underneath, so it compares and unpacks as `(size, mtime_ns)` did."""
+
+    size: int
+    mtime_ns: int
+
+
 @dataclass(frozen=True)
 class Version:
     """One version of a frame: its path below the source's root (raw bytes of the name,
@@ -84,6 +92,10 @@ class Version:
     def name(self) -> str:
         """The relative path as text, undecodable bytes escaped as on the file system."""
         return os.fsdecode(self.relpath)
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.size, self.mtime_ns)
 
     @property
     def problem(self) -> str | None:
@@ -120,6 +132,10 @@ class Entry:
     @property
     def version(self) -> Version:
         return Version(os.fsencode(self.relpath), self.size, self.mtime_ns)
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.size, self.mtime_ns)
 
 
 class Availability(Enum):

@@ -44,6 +44,7 @@ from seestar_watch.sources import (
     Entry,
     OnChange,
     ShareState,
+    Stamp,
     frame_filter,
 )
 from seestar_watch.sources.smbconnection import SmbClient, first_line
@@ -103,13 +104,13 @@ class SmbFrame:
             )
         )
 
-    def _look(self) -> tuple[int, int]:
+    def _look(self) -> Stamp:
         info = self._client.call(
             lambda: smbclient.stat(self._unc, follow_symlinks=False, **self._client.options)
         )
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", self._unc)
-        return info.st_size, info.st_mtime_ns
+        return Stamp(info.st_size, info.st_mtime_ns)
 
     def read(self, count: int) -> bytes:
         chunks = []
@@ -172,7 +173,7 @@ class SmbSource:
         self.observer_used: str | None = None
         self._watcher: Notifications | None = None
         self._notify_silent = False
-        self.last_listing: dict[str, tuple[int, int]] | None = None
+        self.last_listing: dict[str, Stamp] | None = None
         self._announced: set[str] = set()  # relpaths notifications named since the last listing
         self._suspects: set[str] = set()  # changed at the last listing, not announced yet
         self._announced_lock = threading.Lock()
@@ -202,11 +203,11 @@ class SmbSource:
 
     def list_frames(self) -> Iterator[Entry]:
         """One directory query per folder; raises OSError rather than half a list."""
-        listing: dict[str, tuple[int, int]] = {}
+        listing: dict[str, Stamp] = {}
         for folder, entry, _ in self._walk():
             if not entry.is_folder and self.wanted(entry.name):
                 relpath = f"{folder}/{entry.name}" if folder else entry.name
-                listing[relpath] = (entry.size, entry.mtime_ns)
+                listing[relpath] = Stamp(entry.size, entry.mtime_ns)
                 yield Entry(relpath, entry.size, entry.mtime_ns)
         self._compare_with_notifications(listing)
 
@@ -436,7 +437,7 @@ class SmbSource:
         with self._announced_lock:
             self._announced.add(relpath)
 
-    def _compare_with_notifications(self, listing: dict[str, tuple[int, int]]) -> None:
+    def _compare_with_notifications(self, listing: dict[str, Stamp]) -> None:
         """A frame new or grown since the listing before, that no notification announced by
         the listing after: the server is silent about what is written on its own disk. Say
         it once, and list every poll_interval from then on.

@@ -28,7 +28,7 @@ from smbprotocol.exceptions import SMBException
 from smbprotocol.header import NtStatus
 
 from seestar_watch.log import Repeats, get_logger
-from seestar_watch.sources import Entry, OnChange
+from seestar_watch.sources import Entry, OnChange, Stamp
 from seestar_watch.sources.smbconnection import SmbClient, first_line
 from seestar_watch.sources.smbwire import Listed, malformed, parse_changes, spelled_as_listed
 
@@ -55,7 +55,7 @@ class Folders(Protocol):
     recursive: bool
     poll_interval: float
     wanted: Callable[[str], bool]
-    last_listing: dict[str, tuple[int, int]] | None
+    last_listing: dict[str, Stamp] | None
 
     def list_frames(self) -> Iterator[Entry]: ...
 
@@ -329,7 +329,7 @@ class Notifications:
     def _report_listing_changes(self) -> None:
         before = dict(self.source.last_listing or {})
         for entry in self.source.list_frames():
-            if before.get(entry.relpath) != (entry.size, entry.mtime_ns):
+            if before.get(entry.relpath) != entry.stamp:
                 self.on_change(entry.relpath)
 
     def _poll_listings(self) -> None:
@@ -337,7 +337,7 @@ class Notifications:
         reported (the first listing only sets the reference: rescans catch up)."""
         known = dict(self.source.last_listing or {})
         while not self._stop.wait(self.source.poll_interval):
-            current = {e.relpath: (e.size, e.mtime_ns) for e in self.source.list_frames()}
+            current = {e.relpath: e.stamp for e in self.source.list_frames()}
             for relpath, version in current.items():
                 if known.get(relpath) != version:
                     self.on_change(relpath)
