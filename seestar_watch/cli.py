@@ -535,6 +535,7 @@ WEBOBS_FILES = (".txt", ".csv", ".tsv")  # the only extensions WebObs takes
 def _export_aavso(
     config: Config, since: float, obscode: str | None, date_kind: str, output: Path | None
 ) -> None:
+    from seestar_watch.log import escape
     from seestar_watch.photometry import aavso
     from seestar_watch.report import export_rows
 
@@ -551,8 +552,8 @@ def _export_aavso(
     report = aavso.export(results, code, "HJD" if date_kind.upper() == "HJD" else "JD", output)
     if output is not None:
         click.echo(f"{report.written} observation(s) written to {output}", err=True)
-    for reason, count in sorted(report.left_out.items()):
-        click.echo(f"{count} frame(s) left out: {reason}", err=True)
+    for reason, count in sorted(report.left_out.items()):  # from results: shown escaped
+        click.echo(f"{count} frame(s) left out: {escape(reason)}", err=True)
     if report.not_vsp:
         click.echo(
             f"warning: {report.not_vsp} observation(s) measured against comparison stars that"

@@ -138,7 +138,12 @@ def test_only_frames_with_a_magnitude_and_a_time_in_time_order() -> None:
     _, rows, written, _ = report(results)
     assert [row["STARID"] for row in rows] == ["RR Lyr", "later"]
     assert written.written == 2
-    assert written.left_out == {"no magnitude": 4, "no HJD": 1}
+    assert written.left_out == {
+        "no magnitude: target not in field": 1,  # the stage's own reason
+        "no magnitude": 2,  # one the format cannot hold, a NaN
+        "not measured by the photometry stage": 1,  # quicklook's result
+        "no HJD": 1,
+    }
 
 
 # -- from frames the stage measured, through the ledger --------------------------------
@@ -179,7 +184,7 @@ def test_a_night_measured_by_the_stage_is_a_report(measured_night: Scope, tmp_pa
     done = measured_night.cli("export", "--aavso", "--obscode", "xyz", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "3 observation(s) written to" in done.stderr
-    assert "1 frame(s) left out: no magnitude" in done.stderr
+    assert "1 frame(s) left out: no magnitude: no star of vsp.json in this frame" in done.stderr
     assert "warning" not in done.stderr  # a VSP sequence, with its chart id
     parameters, rows = parse(out.read_text(encoding="ascii"))
     assert parameters["OBSCODE"] == "XYZ" and parameters["DATE"] == "HJD"
@@ -244,3 +249,21 @@ def test_comparison_stars_that_are_no_vsp_sequence_are_warned_about(
     (row,) = parse(done.stdout)[1]
     assert row["CHART"] == "na" and row["NOTES"].endswith("|COMPS=plain.csv")
     assert row["STARID"] == "J125114.4+404648"
+
+
+def test_a_reason_from_a_result_is_shown_escaped(tmp_path: Path) -> None:
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.sources import Version
+
+    scope = Scope(tmp_path)
+    hostile = {**MEASURED, "mag": None, "reason": "\x1b[2J\x1b]0;owned\x07 target not in field"}
+    with Ledger.exclusive(scope.ledger) as ledger:
+        for n, result in enumerate([MEASURED, hostile]):
+            ledger.add_pending(Version(b"V_sub/%d.fit" % n, 100, n), {"OBJECT": "RR Lyr"})
+            frame = ledger.claim_next()
+            assert frame is not None
+            ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)
+    done = scope.cli("export", "--aavso", "--obscode", "XYZ")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "left out: no magnitude: \\x1b[2J" in done.stderr

@@ -36,6 +36,7 @@ LIMITS = {
     "KNAME": 20, "KMAG": 8, "AMASS": 7, "GROUP": 5, "CHART": 20, "NOTES": 100,
 }  # fmt: skip
 NA = "na"
+REASON = 80  # characters of the stage's reason kept when a frame is left out
 _FILTER = re.compile(r"[A-Za-z]{1,5}")
 _POSITION_NAME = re.compile(r"J\d{6}\.\d[+-]\d{6}")  # a target given as "RA DEC"
 
@@ -67,9 +68,12 @@ def header(obscode: str, date: DateKind) -> list[str]:
 
 def observation(result: dict[str, Any], date: DateKind) -> list[str] | str:
     """The fifteen fields of one frame's result, or why it is no observation."""
+    if "mag" not in result:
+        return "not measured by the photometry stage"
     magnitude = _number(result.get("mag"), 3, LIMITS["MAGNITUDE"])
     if magnitude == NA:
-        return "no magnitude"
+        why = result.get("reason")
+        return f"no magnitude: {why[:REASON]}" if isinstance(why, str) and why else "no magnitude"
     when = _number(result.get(date.lower()), 6, LIMITS["DATE"])
     if when == NA:
         return f"no {date}"
