@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,30 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+@contextmanager
+def served_ledger(scope: Scope) -> Iterator[int]:
+    """`seestar-watch dashboard` on the scope's ledger alone; its port, once it answers."""
+    port = free_port()
+    page = subprocess.Popen(
+        [sys.executable, "-m", "seestar_watch", "dashboard", "-c", str(scope.config_path),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            return get(port, "/favicon.ico")[0] == 200
+        except OSError:  # not listening yet
+            return False
+
+    try:
+        wait_for(answers, timeout=20)
+        yield port
+    finally:
+        page.terminate()
+        page.wait(10)
+
+
 def test_the_page_shows_the_night_updates_itself_and_runs_no_name_as_html(
     tmp_path: Path, daemons: list[DaemonProcess], browser: Any
 ) -> None:
@@ -136,15 +163,12 @@ return {
 def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
     tmp_path: Path, browser: Any
 ) -> None:
-    import subprocess
-    import sys
 
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     from seestar_watch.ledger import Ledger
     from seestar_watch.sources import Version
-    from tests.conftest import wait_for
 
     scope = Scope(tmp_path)
     with Ledger.exclusive(scope.ledger) as ledger:  # two nights a year apart, both run tonight
@@ -160,21 +184,8 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
         assert bad is not None
         ledger.finish(bad.id, "failed", exit_code=3, reason="exit code 3: no stars")
         ledger.retry_failed(None)  # waiting to run again: still among the failures
-    port = free_port()
-    page = subprocess.Popen(
-        [sys.executable, "-m", "seestar_watch", "dashboard", "-c", str(scope.config_path),
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-
-        def icon() -> Any:
-            try:
-                return get(port, "/favicon.ico")
-            except OSError:  # not listening yet
-                return None
-
-        status, headers, _ = wait_for(icon, timeout=20)
+    with served_ledger(scope) as port:
+        status, headers, _ = get(port, "/favicon.ico")
         assert status == 200 and headers["Content-Type"] == "image/svg+xml"
         browser.get(f"http://127.0.0.1:{port}/?refresh=30")  # no redraw under the pointer
         wait_for(lambda: browser.execute_script("return document.body.dataset.loaded"), timeout=20)
@@ -185,9 +196,6 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
             "return document.querySelector('svg[data-field=snr]').parentNode"
             ".querySelector('.readout').textContent"
         )
-    finally:
-        page.terminate()
-        page.wait(10)
     assert shown["points"] == {"fwhm_arcsec": 5, "snr": 5}  # the latest night; one FWHM chart
     assert all(float(tick) >= 0 for tick in shown["snr"]), shown["snr"]  # SNR is never < 0
     assert shown["head"][0] == "taken"  # the recent frames by when they were taken
@@ -227,9 +235,6 @@ return {
 def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_phase(
     tmp_path: Path, browser: Any
 ) -> None:
-    import subprocess
-    import sys
-
     from seestar_watch.ledger import Ledger
     from seestar_watch.sources import Version
 
@@ -257,6 +262,7 @@ def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_pha
             why = ["target not in field", "saturated (a pixel at the ADC's limit)"][n // 4 % 2]
             result.update(mag=None, mag_err=None, check_mag=None, reason=why)
         frames.append((f"RR Lyr_sub/Light_{n}.fit", result))
+    frames[0][1]["mag_err"] = None
     hostile = {"target": HOSTILE, "mag": 11.0, "mag_err": 0.05, "jd": first, "reason": None}
     frames.append(("x/Light_h.fit", hostile))
     with Ledger.exclusive(scope.ledger) as ledger:
@@ -269,26 +275,17 @@ def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_pha
             frame = ledger.claim_next()
             assert frame is not None
             ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)
-    port = free_port()
-    page = subprocess.Popen(
-        [sys.executable, "-m", "seestar_watch", "dashboard", "-c", str(scope.config_path),
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: _answers(port), timeout=20)
+    with served_ledger(scope) as port:
         browser.get(f"http://127.0.0.1:{port}/?refresh=30")
         wait_for(lambda: browser.execute_script("return document.body.dataset.loaded"), timeout=20)
         shown = dict(browser.execute_script(SHOWN_CURVES))
-    finally:
-        page.terminate()
-        page.wait(10)
 
     assert shown["visible"] is True and shown["images"] == 0
     assert set(shown["curves"]) == {"RR Lyr", HOSTILE}  # the hostile name only ever as text
     curve = shown["curves"]["RR Lyr"]
     target, check, phase = (curve["panels"][kind] for kind in ("target", "check", "phase"))
-    assert target["points"] == 9 and target["bars"] == 9  # every point with its error bar
+    # every point with its error bar, but the one whose result gives none: no bar, not a 0
+    assert target["points"] == 9 and target["bars"] == 8
     assert target["left"] == 3  # the frames with no magnitude, marked
     assert "2 target not in field" in curve["leftOut"] and "1 saturated" in curve["leftOut"]
     mags = target["mags"]  # brighter (smaller) up: the smallest value has the smallest y
@@ -301,10 +298,3 @@ def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_pha
     assert "phase" not in shown["curves"][HOSTILE]["panels"]  # no period: no folded curve
     assert "airmass" in shown["fields"]  # the other numbers keep their charts ...
     assert not {"mag", "jd", "check_mag"} & set(shown["fields"])  # ... the curves are not twice
-
-
-def _answers(port: int) -> bool:
-    try:
-        return get(port, "/favicon.ico")[0] == 200
-    except OSError:  # not listening yet
-        return False

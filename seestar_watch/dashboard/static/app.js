@@ -334,8 +334,8 @@ function showLightCurves(periods) {
     .map((name) => lightCurve(name, curves.get(name), folds.get(name))));
 }
 
-function finite(value) {
-  return Number.isFinite(value) ? value : 0;
+function finite(value) {  // an error the result does not give stays unknown, never 0
+  return Number.isFinite(value) ? value : null;
 }
 
 function lightCurve(name, curve, fold) {
@@ -384,7 +384,7 @@ function panel({ title, points, left, span, axis, readout, kind, colour }) {
   const W = 460, H = 170, L = 58, R = 10, T = 18, B = 22;
   let [t0, t1] = span;
   if (t1 === t0) { t0 -= 60000; t1 += 60000; }
-  const lows = points.map((p) => p.y - p.err), highs = points.map((p) => p.y + p.err);
+  const lows = points.map((p) => p.y - (p.err ?? 0)), highs = points.map((p) => p.y + (p.err ?? 0));
   let [y0, y1] = points.length ? [Math.min(...lows), Math.max(...highs)] : [0, 1];
   const pad = (y1 - y0) * 0.08 || 0.05;
   y0 -= pad; y1 += pad;
@@ -409,12 +409,12 @@ function panel({ title, points, left, span, axis, readout, kind, colour }) {
     drawing.append(svg("text", { x: x(t), y: H - 6, class: "time-tick", "text-anchor": anchor },
       label(t)));
   }
-  const xy = points.map((p) => [x(p.t).toFixed(1), y(p.y).toFixed(1), y(p.y - p.err).toFixed(1),
-    y(p.y + p.err).toFixed(1)]);
-  drawing.append(svg("path", { class: "errors", stroke: colour,
-    d: xy.map(([px, , top, bottom]) => `M${px} ${top}V${bottom}`).join("") }));
+  const px = (p) => x(p.t).toFixed(1);
+  drawing.append(svg("path", { class: "errors", stroke: colour,  // no error given: no bar
+    d: points.filter((p) => p.err !== null).map((p) =>
+      `M${px(p)} ${y(p.y - p.err).toFixed(1)}V${y(p.y + p.err).toFixed(1)}`).join("") }));
   drawing.append(svg("path", { class: "points", stroke: colour, "data-points": points.length,
-    d: xy.map(([px, py]) => `M${px} ${py}h0`).join("") }));
+    d: points.map((p) => `M${px(p)} ${y(p.y).toFixed(1)}h0`).join("") }));
   drawing.append(svg("path", { class: "left-out", "data-left-out": left.length,
     d: left.map((p) => `M${x(p.t).toFixed(1)} ${H - B - 8}v6`).join("") }));
   const all = [...points, ...left].sort((a, b) => a.t - b.t);
@@ -424,7 +424,7 @@ function panel({ title, points, left, span, axis, readout, kind, colour }) {
     const t = t0 + ((event.clientX - box.left) / box.width * W - L) / (W - L - R) * (t1 - t0);
     const near = all.reduce((a, b) => (Math.abs(b.t - t) < Math.abs(a.t - t) ? b : a));
     const what = "reason" in near ? `left out: ${near.reason}`
-      : `${near.y.toFixed(3)} ± ${near.err.toFixed(3)}`;
+      : `${near.y.toFixed(3)} ± ${near.err === null ? "?" : near.err.toFixed(3)}`;
     readout.textContent = `${when(near.frame.observed_at)}: ${what} (${nameOf(near.frame.source)})`;
   });
   drawing.addEventListener("mouseleave", () => { readout.textContent = " "; });
