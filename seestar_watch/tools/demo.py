@@ -206,10 +206,7 @@ class Demo:
     # -- the end ---------------------------------------------------------------------
 
     def _table(self, names: list[str]) -> None:
-        rows = {}
-        if self.csv.exists():
-            with self.csv.open() as table:
-                rows = {row["file"]: row for row in csv.DictReader(table)}
+        rows = _rows_by_file(self.csv)
         self.say("")
         self.say(f"{'frame':<50} {'state':<9} {'stars':>5} {'FWHM':>7} {'mag':>8} {'SNR':>6}")
         for name in names:
@@ -298,10 +295,7 @@ class Demo:
         self.photometry_config.write_text(yaml.safe_dump(settings))
 
     def _photometry_table(self, truths: dict[Path, float]) -> bool:
-        rows = {}
-        if self.photometry_csv.exists():
-            with self.photometry_csv.open() as table:
-                rows = {row["file"]: row for row in csv.DictReader(table)}
+        rows = _rows_by_file(self.photometry_csv)
         self.say("")
         self.say(f"{'frame':<42} {'true':>6} {'TG':>7} {'+-':>6} {'comps':>5} {'solved in':>9}")
         right = True
@@ -333,6 +327,14 @@ class Demo:
             check=False,
             stdin=subprocess.DEVNULL,
         )
+
+
+def _rows_by_file(path: Path) -> dict[str, dict[str, str]]:
+    """A stage's --csv table, row by frame file name (none yet: empty)."""
+    if not path.exists():
+        return {}
+    with path.open() as table:
+        return {row["file"]: row for row in csv.DictReader(table)}
 
 
 def _float(value: str | None) -> float | None:
