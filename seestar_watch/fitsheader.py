@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from astropy.io import fits
 
-from seestar_watch.errors import SHARE_ERRNOS
+from seestar_watch.errors import SHARE_ERRNOS, UserError
 from seestar_watch.sources import OpenFrame, Stamp
 
 BLOCK = 2880
@@ -257,3 +258,35 @@ def _plain(value: Any) -> Scalar:
     if isinstance(value, fits.card.Undefined):
         return None
     return str(value)
+
+
+# -- the whole frame, for the stages that measure it (quicklook, photometry) --------------
+
+
+class UnusableFrame(UserError):
+    """The file cannot be measured (not a complete 2-D FITS image). Its exit code is
+    EX_DATAERR (65): under the daemon the frame is rejected at once, not tried again."""
+
+    exit_code = 65
+
+
+def read_frame(path: str | os.PathLike[str]) -> tuple[np.ndarray, fits.Header]:
+    """The image (float64) and primary header of a complete FITS frame; UnusableFrame says,
+    in one line, why a file is not one (checked by our own header reader first, not
+    astropy's messages)."""
+    checked = read_header(os.fspath(path))
+    if checked.status is Status.INCOMPLETE:
+        raise UnusableFrame(f"cannot read {path}: truncated ({checked.reason})")
+    if checked.status is not Status.COMPLETE:
+        raise UnusableFrame(f"cannot read {path}: {checked.reason}")
+    try:
+        with warnings.catch_warnings(), fits.open(path, memmap=False) as hdus:
+            warnings.simplefilter("ignore")  # a Seestar's header is not astropy's business
+            hdu = hdus[0]
+            data, header = hdu.data, hdu.header.copy()
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnusableFrame(f"cannot read {path}: {reason}") from None
+    if data is None or data.ndim != 2 or min(data.shape) < 16:
+        raise UnusableFrame(f"{path} is not a 2-D image (shape {getattr(data, 'shape', None)})")
+    return np.asarray(data, dtype=np.float64), header

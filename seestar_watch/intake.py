@@ -184,11 +184,10 @@ class Intake:
         if self._watching:
             return True
         if self._settle is None:
-            options = self.options
             self._settle = Settle(
                 self.source,
-                options.debounce_delay,
-                incomplete_timeout=options.incomplete_timeout,
+                self.options.debounce_delay,
+                incomplete_timeout=self.options.incomplete_timeout,
                 on_settled=self._settled,
                 on_gave_up=lambda gave_up: record_gave_up(self.ledger, self.source, gave_up),
             )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from seestar_watch.config import PhotometryConfig, Target, parse_position
+from seestar_watch.fitsheader import read_frame
 from seestar_watch.photometry import catalogue, ensemble, measure, sky, solve
 from seestar_watch.photometry.catalogue import Comparisons, Star, separation
 
@@ -106,12 +106,7 @@ def run(path: Path, request: Request) -> Result:
 
 
 def _read(path: Path) -> tuple[fits.Header, np.ndarray]:
-    from seestar_watch.tools.quicklook import load  # checked by our own header reader
-
-    data, _ = load(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        header = fits.getheader(path)
+    data, header = read_frame(path)  # one read of the file, checked by our own reader
     return header, data
 
 

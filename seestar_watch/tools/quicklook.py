@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from seestar_watch.errors import UserError
-from seestar_watch.fitsheader import Status, read_header
+from seestar_watch.fitsheader import read_frame
 
 DETECT_SIGMA = 5.0
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
@@ -95,31 +94,11 @@ class QuicklookError(UserError):
     """What quicklook cannot do (write its CSV or result file); one line says why."""
 
 
-class UnusableFrame(QuicklookError):
-    """The file cannot be measured (not a 2-D FITS image). Its exit code is EX_DATAERR (65):
-    under the daemon the frame is rejected at once, not tried again."""
-
-    exit_code = 65
-
-
 def load(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    """The image and header of a complete FITS frame; QuicklookError says, in one line,
-    why a file is not one (checked by our own header reader, not astropy's messages)."""
-    checked = read_header(os.fspath(path))
-    if checked.status is Status.INCOMPLETE:
-        raise UnusableFrame(f"cannot read {path}: truncated ({checked.reason})")
-    if checked.status is not Status.COMPLETE:
-        raise UnusableFrame(f"cannot read {path}: {checked.reason}")
-    try:
-        with fits.open(path, memmap=False) as hdus:
-            hdu = hdus[0]
-            data, header = hdu.data, dict(hdu.header)
-    except (OSError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UnusableFrame(f"cannot read {path}: {reason}") from None
-    if data is None or data.ndim != 2 or min(data.shape) < 16:
-        raise UnusableFrame(f"{path} is not a 2-D image (shape {getattr(data, 'shape', None)})")
-    return np.asarray(data, dtype=np.float64), header
+    """The image and header of a complete FITS frame; UnusableFrame says, in one line,
+    why a file is not one."""
+    data, header = read_frame(path)
+    return data, dict(header)
 
 
 def superpixels(raw: np.ndarray) -> np.ndarray:
