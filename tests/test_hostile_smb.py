@@ -157,8 +157,9 @@ def test_a_listing_that_never_ends_is_cut_off(
 ) -> None:
     from seestar_watch.config import parse_smb_url
     from seestar_watch.sources import smb as smb_source
+    from seestar_watch.sources import smbtree
 
-    monkeypatch.setattr(smb_source, "MAX_ENTRIES", 300)  # 100,000 in use: seconds here
+    monkeypatch.setattr(smbtree, "MAX_ENTRIES", 300)  # 100,000 in use: seconds here
     for n in range(3):
         write_frame(share_folder / "MyWorks" / f"f{n}.fit")
     with HostileServer(share_folder, "endless") as hostile:

@@ -183,8 +183,11 @@ class Source(Protocol):
     the share is unavailable (never that a frame is gone or bad)."""
 
     location: str  # the watched folder as a person writes it (a path or a URL)
-    observer_used: str | None  # how changes are heard, once watching
     wanted: Callable[[str], bool]  # the file names that are frames (FITS, not ignored)
+
+    @property
+    def observer_used(self) -> str | None:
+        """How changes are heard, once watching."""
 
     def path_of(self, relpath: str) -> str:
         """The frame as the user knows it: `{source}` and the event's `source`."""

@@ -176,7 +176,7 @@ def _session_and_share(found: Diagnosis, url: SmbUrl, timeout: float) -> bool:
 def _lists(found: Diagnosis, source: SmbSource) -> bool:
     started = time.monotonic()
     try:
-        source.query("")
+        source.tree.query("")
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return found.say(

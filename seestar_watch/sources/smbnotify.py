@@ -6,6 +6,11 @@ as they appear (and listed once more a second later: the server may start watchi
 a new folder's disk a moment after the request). A notification answers once and is
 armed again at once. When the server will not notify, or a listing shows it is
 silent, the same thread lists every poll_interval instead.
+
+How changes are heard is decided in one place, `Hearing`: it is handed every finished
+listing and every frame a notification named, and holds the mode and the evidence.
+`Notifications` is the thread that does what it decided, reading the share through
+the read-only `SmbTree`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,9 @@ import contextlib
 import errno
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any
 
-import smbclient
 from smbprotocol.change_notify import (
     CompletionFilter,
     FileAction,
@@ -28,9 +32,10 @@ from smbprotocol.exceptions import SMBException
 from smbprotocol.header import NtStatus
 
 from seestar_watch.log import Repeats, get_logger
-from seestar_watch.sources import Entry, OnChange, Stamp
-from seestar_watch.sources.smbconnection import SmbClient, first_line
-from seestar_watch.sources.smbwire import Listed, malformed, parse_changes, spelled_as_listed
+from seestar_watch.sources import OnChange
+from seestar_watch.sources.smbconnection import first_line
+from seestar_watch.sources.smbtree import Listing, SmbTree, changed_since
+from seestar_watch.sources.smbwire import malformed, parse_changes, spelled_as_listed
 
 log = get_logger("seestar_watch.sources.smb")
 
@@ -48,28 +53,91 @@ LOOK_AGAIN_AFTER = 1.0  # seconds after a new folder is watched, it is listed on
 GONE_ACTIONS = (FileAction.FILE_ACTION_REMOVED, FileAction.FILE_ACTION_RENAMED_OLD_NAME)
 
 
-class Folders(Protocol):
-    """What the notifications need of the source: its connection, names and listings."""
+class Hearing:
+    """How the share's changes are heard, decided in one place: by the server's change
+    notifications (for latency, listings staying the truth) or by listings every
+    poll_interval; and the evidence that moves it from the one to the other for good.
 
-    client: SmbClient
-    recursive: bool
-    poll_interval: float
-    wanted: Callable[[str], bool]
-    last_listing: dict[str, Stamp] | None
+    No I/O, no thread of its own: the source hands it every finished listing (`listed`),
+    the notifications thread every frame a notification named (`announce`), every new
+    arming (`armed`) and a refusal (`refused`)."""
 
-    def list_frames(self) -> Iterator[Entry]: ...
+    def __init__(self, *, notify_allowed: bool, poll_interval: float) -> None:
+        self.mode: str | None = None  # "notify" or "polling" once watching
+        self.silent = False  # a listing found what the server never reported
+        self._allowed = notify_allowed  # observer: auto (polling lists only)
+        self._poll_interval = poll_interval
+        self._wake: Callable[[], None] = lambda: None  # the thread, told of a new mode
+        self._lock = threading.Lock()
+        self._reference: Listing | None = None  # the last listing
+        self._announced: set[str] = set()  # relpaths notifications named since it
+        self._suspects: set[str] = set()  # changed at the last listing, not announced yet
 
-    def folders(self) -> list[str]: ...
+    @property
+    def may_notify(self) -> bool:
+        """Whether a new watch should ask for notifications."""
+        return self._allowed and not self.silent
 
-    def is_folder(self, relpath: str) -> bool: ...
+    @property
+    def notifying(self) -> bool:
+        return self.mode == "notify"
 
-    def query(self, folder: str) -> list[Listed]: ...
+    def started(self, mode: str, wake: Callable[[], None]) -> None:
+        """A watch began in `mode`; `wake` rouses its thread when the mode changes."""
+        self.mode, self._wake = mode, wake
 
-    def notifications_refused(self) -> None: ...
+    def armed(self) -> None:
+        """Notifications are pending from now on: the next listing is the reference."""
+        with self._lock:
+            self._reference, self._suspects = None, set()
 
-    def announce(self, relpath: str) -> None: ...
+    def announce(self, relpath: str) -> None:
+        with self._lock:
+            self._announced.add(relpath)
 
-    def notifications_armed(self) -> None: ...
+    def refused(self, reason: str) -> None:
+        """The server refused the watched folder's notification: listings from now on."""
+        log.warning(
+            "smb.notify_unsupported",
+            reason=reason,
+            note=f"listing every {self._poll_interval:g} s instead",
+        )
+        self._fall_back()
+
+    def reference(self) -> Listing:
+        """The last listing (empty before the first): what a new listing is compared with."""
+        with self._lock:
+            return dict(self._reference or {})
+
+    def listed(self, listing: Listing) -> None:
+        """A finished listing. A frame new or grown since the listing before, that no
+        notification announced by the listing after: the server is silent about what is
+        written on its own disk. Said once, and listings every poll_interval from then on.
+
+        Judged one listing late, because a listing can see a frame a few milliseconds
+        before its notification is handled; judged only between listings made while the
+        notifications were armed."""
+        with self._lock:
+            previous, self._reference = self._reference, listing
+            announced, self._announced = self._announced, set()
+            if previous is None or not self.notifying:
+                self._suspects = set()
+                return
+            silent = sorted(self._suspects - announced)
+            self._suspects = set(changed_since(previous, listing)) - announced
+        if silent:
+            self.silent = True
+            log.warning(
+                "smb.notify_silent",
+                example=silent[0],
+                frames=len(silent),
+                note=f"the server did not report them: listing every {self._poll_interval:g} s",
+            )
+            self._fall_back()
+
+    def _fall_back(self) -> None:
+        self.mode = "polling"
+        self._wake()
 
 
 class _Relay(threading.Event):
@@ -115,20 +183,11 @@ class _FolderWatch:
     """One folder's open handle and its pending change notification, armed again after
     every answer (a notification answers once)."""
 
-    def __init__(self, client: SmbClient, relpath: str, any_answer: threading.Event) -> None:
-        self.client = client
+    def __init__(self, tree: SmbTree, relpath: str, any_answer: threading.Event) -> None:
+        self.client = tree.client
         self.relpath = relpath
         self._any_answer = any_answer
-        self.handle = client.call(
-            lambda: smbclient.open_file(
-                client.unc(relpath),
-                mode="rb",
-                share_access="rwd",
-                buffering=0,
-                file_type="dir",
-                **client.options,
-            )
-        )
+        self.handle = tree.open_folder(relpath)
         self.pending: ChangeWatcher | None = None
         self.arm()
 
@@ -151,14 +210,18 @@ class _FolderWatch:
 
 
 class Notifications:
-    """The thread that hears changes: a change notification pending on every folder
-    (Samba reports what is written on its own disk only for the folder a request is on,
-    not below it), or listings every poll_interval compared with the one before."""
+    """The thread that hears changes as `Hearing` decides: a change notification pending
+    on every folder (Samba reports what is written on its own disk only for the folder a
+    request is on, not below it), or listings every poll_interval compared with the one
+    before. One thread per watch: a new watch gets a new one."""
 
-    def __init__(self, source: Folders, on_change: OnChange, *, notify: bool) -> None:
-        self.source = source
+    def __init__(
+        self, tree: SmbTree, hearing: Hearing, on_change: OnChange, *, poll_interval: float
+    ) -> None:
+        self.tree = tree
+        self.hearing = hearing
         self.on_change = on_change
-        self.notify = notify
+        self.poll_interval = poll_interval
         self._stop = threading.Event()
         self._any_answer = threading.Event()
         self._look_again: dict[str, float] = {}  # new folders to list once more, and when
@@ -173,15 +236,15 @@ class Notifications:
         self._any_answer.set()
         self._thread.join(timeout)
 
-    def fall_back_to_listings(self) -> None:
-        self.notify = False
+    def wake(self) -> None:
+        """Look at the mode again (the hearing changed it)."""
         self._any_answer.set()
 
     def _run(self) -> None:
         failures = Repeats()
         while not self._stop.is_set():
             try:
-                if self.notify:
+                if self.hearing.notifying:
                     self._hear_notifications()
                 else:
                     self._poll_listings()
@@ -192,19 +255,24 @@ class Notifications:
                     log.exception("smb.watch_failed", error=f"{type(exc).__name__}: {exc}")
             self._stop.wait(1.0)
 
+    def _listing(self) -> Listing:
+        listing = self.tree.frames()
+        self.hearing.listed(listing)
+        return listing
+
     def arm_all(self) -> None:
         """A notification pending on every folder; raises OSError. Done before watch()
         returns, so that a listing made after it misses nothing."""
         watches: dict[str, _FolderWatch] = {}
         try:
-            for folder in ["", *self.source.folders()]:
-                watches[folder] = _FolderWatch(self.source.client, folder, self._any_answer)
+            for folder in ["", *self.tree.folders()]:
+                watches[folder] = _FolderWatch(self.tree, folder, self._any_answer)
         except BaseException:
             for watch in watches.values():
                 watch.close()
             raise
         self._armed = watches
-        self.source.notifications_armed()
+        self.hearing.armed()
 
     def refused_at_once(self, wait: float) -> str | None:
         """Why the server refused the watched folder's notification within `wait` seconds
@@ -218,7 +286,7 @@ class Notifications:
         except SMBException as exc:
             for watch in self._armed.values():
                 watch.close()
-            self._armed, self.notify = {}, False
+            self._armed = {}
             return first_line(exc)
         return None  # a change already: taken, and the thread hears it
 
@@ -230,7 +298,7 @@ class Notifications:
                 self.arm_all()
                 watches, self._armed = self._armed, {}
                 self._report_listing_changes()
-            while self.notify and not self._stop.is_set():
+            while self.hearing.notifying and not self._stop.is_set():
                 # asleep until an answer, a stop, the fall-back, or a new folder's second look
                 due = min(self._look_again.values(), default=None)
                 if self._any_answer.wait(None if due is None else max(0.0, due - time.monotonic())):
@@ -267,13 +335,7 @@ class Notifications:
             watch.close()
             del watches[watch.relpath]
             return
-        log.warning(
-            "smb.notify_unsupported",
-            reason=first_line(exc),
-            note=f"listing every {self.source.poll_interval:g} s instead",
-        )
-        self.notify = False
-        self.source.notifications_refused()
+        self.hearing.refused(first_line(exc))
 
     def _report_changes(
         self, watch: _FolderWatch, watches: dict[str, _FolderWatch], changes: list[tuple[int, str]]
@@ -289,19 +351,23 @@ class Notifications:
                 list_folder = True
                 continue
             relpath = f"{watch.relpath}/{name}" if watch.relpath else name
-            if self.source.wanted(name):
-                self.source.announce(relpath)
-                self.on_change(relpath)
-            elif relpath not in watches and self.source.recursive:
+            if self.tree.wanted(name):
+                self._report(relpath)
+            elif relpath not in watches and self.tree.recursive:
                 self._watch_if_folder(relpath, watches)
         if list_folder:
             self._report_folder(watch.relpath, watches)
 
+    def _report(self, relpath: str) -> None:
+        """A frame a notification (or a folder's own listing) named."""
+        self.hearing.announce(relpath)
+        self.on_change(relpath)
+
     def _watch_if_folder(self, relpath: str, watches: dict[str, _FolderWatch]) -> None:
         """A new target folder: watch it, and report what it already holds."""
-        if not self.source.is_folder(relpath):
+        if not self.tree.is_folder(relpath):
             return
-        watches[relpath] = _FolderWatch(self.source.client, relpath, self._any_answer)
+        watches[relpath] = _FolderWatch(self.tree, relpath, self._any_answer)
         # the server may start watching a new folder's disk a moment after the request:
         # what is written in that moment is found by a second look
         self._look_again[relpath] = time.monotonic() + LOOK_AGAIN_AFTER
@@ -317,28 +383,57 @@ class Notifications:
     def _report_folder(self, relpath: str, watches: dict[str, _FolderWatch] | None) -> None:
         """Report every frame of a folder, and watch its new sub-folders (names as the
         listing spells them)."""
-        for entry in self.source.query(relpath):
+        for entry in self.tree.query(relpath):
             inner = f"{relpath}/{entry.name}" if relpath else entry.name
             if entry.is_folder and watches is not None and inner not in watches:
-                if self.source.recursive:
+                if self.tree.recursive:
                     self._watch_if_folder(inner, watches)
-            elif self.source.wanted(entry.name):
-                self.source.announce(inner)
-                self.on_change(inner)
+            elif self.tree.wanted(entry.name):
+                self._report(inner)
 
     def _report_listing_changes(self) -> None:
-        before = dict(self.source.last_listing or {})
-        for entry in self.source.list_frames():
-            if before.get(entry.relpath) != entry.stamp:
-                self.on_change(entry.relpath)
+        before = self.hearing.reference()
+        for relpath in changed_since(before, self._listing()):
+            self.on_change(relpath)
 
     def _poll_listings(self) -> None:
         """List every poll_interval; what is new or changed since the last listing is
         reported (the first listing only sets the reference: rescans catch up)."""
-        known = dict(self.source.last_listing or {})
-        while not self._stop.wait(self.source.poll_interval):
-            current = {e.relpath: e.stamp for e in self.source.list_frames()}
-            for relpath, version in current.items():
-                if known.get(relpath) != version:
-                    self.on_change(relpath)
+        known = self.hearing.reference()
+        while not self._stop.wait(self.poll_interval):
+            current = self._listing()
+            for relpath in changed_since(known, current):
+                self.on_change(relpath)
             known = current
+
+
+def accepts_notifications(tree: SmbTree, wait: float) -> tuple[bool, str]:
+    """Whether the server takes a change-notification request on the watched folder:
+    (yes, "") or (no, why). A request still pending after `wait` seconds is taken; one
+    refused twice is not."""
+
+    def probe(folder: Any) -> tuple[bool, str]:
+        why = ""
+        for _ in range(2):  # a refusal may be a passing one (a server just started)
+            watcher = ChangeWatcher(folder.fd)
+            watcher.start(NOTIFY_FILTER)
+            if not watcher.response_event.wait(wait):
+                watcher.cancel()  # pending: taken, and waiting for a change
+                return True, ""
+            try:
+                watcher.changes()  # raises what the server answered, if it refused
+            except SMBException as exc:
+                why = first_line(exc)
+                continue
+            return True, ""  # it answered at once with a change: taken too
+        return False, why
+
+    try:
+        folder = tree.open_folder("")
+        try:
+            return tree.client.call(lambda: probe(folder))
+        finally:
+            with contextlib.suppress(OSError):
+                tree.client.call(folder.close)
+    except OSError as exc:
+        return False, str(exc.strerror)
