@@ -354,6 +354,35 @@ class AlertRules:
         )
 
 
+class NoAlerts:
+    """The rules and the sender when `alerts.urls` has none: told everything as the real
+    ones are, nothing is ever due or sent (and apprise is never imported)."""
+
+    def share_up(self, state: Any) -> None:
+        pass
+
+    def share_down(self, state: Any) -> None:
+        pass
+
+    def frame_arrived(self) -> None:
+        pass
+
+    def frame_finished(self, outcome: Outcome) -> None:
+        pass
+
+    def thread_failed(self, thread: str, error: str) -> None:
+        pass
+
+    def due(self) -> list[Alert]:
+        return []
+
+    def send(self, alert: Alert | None) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        pass
+
+
 def trial_alert(watch_path: str) -> Alert:
     """`alert-test`'s message."""
     return Alert(

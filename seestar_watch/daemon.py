@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from seestar_watch import children, preflight, report
 from seestar_watch import share as share_module
-from seestar_watch.alerts import AlertRules, night_figures
+from seestar_watch.alerts import AlertRules, NoAlerts, night_figures
 from seestar_watch.config import Config, SmbUrl
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
@@ -32,7 +32,6 @@ from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle, private_files
 from seestar_watch.log import count_of, get_logger
 from seestar_watch.notify import Notifier
-from seestar_watch.outcomes import Outcome
 from seestar_watch.pipeline import TERM_GRACE
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.record import read_and_record
@@ -56,6 +55,9 @@ SETTLE_MARGIN = 5.0  # after debounce_delay, a catch-up's frames are in the ledg
 
 
 class Daemon:
+    """`seestar-watch run`: the share supervised from the start; once the ledger is held
+    alone and prepared, the night's parts are built (a `Night`) and run."""
+
     def __init__(
         self, config: Config, *, process_existing: bool = False, wait_for_share: bool = True
     ) -> None:
@@ -64,22 +66,14 @@ class Daemon:
         self.wait_for_share = wait_for_share
         self.source = open_source(config.image_watcher)
         self.lifecycle = Lifecycle(config.pipeline.shutdown_grace)
-        self.worker: Worker | None = None  # once the ledger is open
         self.wakeup = Wakeup()  # where idle workers wait
         self.share = ShareSupervisor(
             self.source, config.image_watcher.mount_retry, self.lifecycle.stopping, [self.wakeup]
         )
-        self._intake: Intake | None = None
-        self._said_stalled = False
-        self._started = children.start_time(os.getpid())  # with the pid: this process
-        self._user_umask = -1  # the umask run was started with: the command's
-        self.alerts: AlertRules | None = None  # with alerts.urls, while run() runs
-        self._sender: AlertSender | None = None
         self.share.on_turn = self.lifecycle.beat
         self.lifecycle.on_stop(self.wakeup.everyone)
         self.lifecycle.on_stop(self.share.poke)
-
-    # -- run -------------------------------------------------------------------
+        self.night: Night | None = None  # while run() runs (for a test to look at)
 
     def run(self, *, once: bool = False) -> int:
         if not self.config.image_watcher.enabled:
@@ -89,7 +83,7 @@ class Daemon:
             )
         with (
             self.lifecycle.handling_signals(),
-            private_files() as self._user_umask,
+            private_files() as user_umask,
             Ledger.exclusive(self.config.state.ledger) as ledger,
         ):
             if warning := low_space(ledger.path):
@@ -99,27 +93,17 @@ class Daemon:
             ledger.keep_trying(self.lifecycle.stopping, self.lifecycle.beat)
             children.become_subreaper()  # what a command leaves behind is ours to stop
             prepare_ledger(ledger)
-            self._intake = Intake(
-                self.config.image_watcher,
-                self.source,
+            first_start = FirstStart.decide(
                 ledger,
-                self.share,
-                on_pending=self._frame_arrived,
-                first_start=FirstStart.decide(
-                    ledger,
-                    asked=self._asked_to_process_existing,
-                    configured=self.config.state.process_existing,
-                ),
+                asked=self._asked_to_process_existing,
+                configured=self.config.state.process_existing,
             )
-            self.share.listen(self._intake)
-            self.lifecycle.on_stop(self._intake.poke)
+            self.night = night = Night(
+                self, ledger, first_start, command_umask=user_umask, alerting=not once
+            )
             if once or not self.wait_for_share:
                 self._require_share()
-            if once:
-                self._intake.baseline_or_continue()
-                return self._run_once(ledger, self._intake)
-            self._run_forever(ledger, self._intake)
-        return 0
+            return night.run_once() if once else night.run_forever()
 
     def _require_share(self) -> None:
         state = self.share.check()
@@ -134,27 +118,91 @@ class Daemon:
                 f" says {how} (or run without --no-wait to wait for it)"
             )
 
-    def _run_forever(self, ledger: Ledger, intake: Intake) -> None:
-        worker = self._worker(ledger)
-        self._start_alerts(ledger)
+
+class Night:
+    """One run of the daemon over its held ledger: every part built once here (the
+    intake, the processor and its worker, the alert rules and their sender), the threads
+    started, then the main loop's named duties each second until a stop."""
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        ledger: Ledger,
+        first_start: FirstStart,
+        *,
+        command_umask: int,
+        alerting: bool = True,
+    ) -> None:
+        config = self.config = daemon.config
+        self.ledger = ledger
+        self.source, self.share = daemon.source, daemon.share
+        self.lifecycle, self.wakeup = daemon.lifecycle, daemon.wakeup
+        # alerts are for a night; `run --once` sends none
+        self.alerts, self.sender = self._alerting() if alerting else (NoAlerts(), NoAlerts())
+        self.intake = Intake(
+            config.image_watcher,
+            self.source,
+            ledger,
+            self.share,
+            on_pending=self._frame_arrived,
+            first_start=first_start,
+        )
+        self.share.listen(self.intake)
+        self.share.listen(self.alerts)
+        self.lifecycle.on_stop(self.intake.poke)
+        self.processor = FrameProcessor(
+            config.pipeline,
+            config.archive,
+            ledger,
+            self.source,
+            config_file=config.source,
+            should_abort=self.lifecycle.should_abort,
+            share_ok=self.share_answers,
+            on_outcome=self.alerts.frame_finished,
+            command_umask=command_umask,
+        )
+        self.worker = Worker(self.processor, self.lifecycle.stopping, self.lifecycle.beat)
+        self.longest_wait = config.pipeline.longest_retry_delay
+        self._started = children.start_time(os.getpid())  # with the pid: this process
+        self._said_stalled = False
+
+    def _alerting(self) -> tuple[AlertRules | NoAlerts, AlertSender | NoAlerts]:
+        """The alert rules and their sender (apprise), when alerts.urls has any."""
+        options = self.config.alerts
+        if not options.urls:
+            return NoAlerts(), NoAlerts()
+        from seestar_watch.alertsender import AlertSender
+
+        rules = AlertRules(
+            options,
+            settle_time=self.config.image_watcher.debounce_delay + SETTLE_MARGIN,
+            summarize=lambda since: night_figures(self.ledger.seen_since(since)),
+        )
+        return rules, AlertSender(options.urls)
+
+    # -- all night -------------------------------------------------------------------
+
+    def run_forever(self) -> int:
+        self.processor.clean_archive()
+        self._start_sender()
         # the share thread and the workers must keep turning; the intake may wait minutes
         # on a dead server's listing, which is no stall
         watched = [self._thread("share", self.share.run)]
         watched += [
-            self._thread(f"worker-{n}", self._work, ledger, worker)
+            self._thread(f"worker-{n}", self._work)
             for n in range(1, self.config.pipeline.workers + 1)
         ]
-        threads = [*watched, self._thread("intake", intake.run, self.lifecycle.stopping)]
+        threads = [*watched, self._thread("intake", self.intake.run, self.lifecycle.stopping)]
         log.info(
             "daemon.started",
             watch_path=self.source.location,
             workers=self.config.pipeline.workers,
-            ledger=str(ledger.path),
+            ledger=str(self.ledger.path),
         )
-        dashboard = self._start_dashboard(ledger)
+        dashboard = self._start_dashboard()
         notifier = Notifier()
-        notifier.ready(self.status_line(ledger))  # up, even while still waiting for the share
-        duties = self._duties(ledger, notifier, threads, watched)
+        notifier.ready(self.status_line())  # up, even while still waiting for the share
+        duties = self._duties(notifier, threads, watched)
         while not self.lifecycle.wait(1.0):
             for duty in duties:
                 duty()
@@ -162,18 +210,17 @@ class Daemon:
         if dashboard is not None:
             dashboard.stop()
             dashboard.overview.ledger.close()
-        self._shutdown(threads, intake)
-        if self._sender is not None:
-            self._sender.stop(ALERTS_FLUSH)
-        if ledger.in_trouble:
+        self._shutdown(threads)
+        self.sender.stop(ALERTS_FLUSH)
+        if self.ledger.in_trouble:
             raise UserError(
-                f"stopped while the ledger {ledger.path} could not be written (see"
+                f"stopped while the ledger {self.ledger.path} could not be written (see"
                 " ledger.unwritable); frames not recorded are run again at the next start"
             )
+        return 0
 
     def _duties(
         self,
-        ledger: Ledger,
         notifier: Notifier,
         threads: list[threading.Thread],
         watched: list[threading.Thread],
@@ -181,7 +228,7 @@ class Daemon:
         """What the main thread does every second, each by its name."""
         next_status = time.monotonic() + STATUS_EVERY
         view = self.view()
-        report.write_daemon_view(ledger.path, view)  # for `seestar-watch dashboard` alone
+        report.write_daemon_view(self.ledger.path, view)  # for `seestar-watch dashboard` alone
 
         def feed_the_watchdog() -> None:  # if not, systemd restarts us after WatchdogSec
             if self.turning(threads, watched):
@@ -190,39 +237,27 @@ class Daemon:
         def say_status() -> None:  # to systemd: `systemctl status` shows it
             nonlocal next_status
             if time.monotonic() >= next_status:
-                notifier.status(self.status_line(ledger))
+                notifier.status(self.status_line())
                 next_status = time.monotonic() + STATUS_EVERY
 
         def publish_the_view() -> None:  # beside the ledger, when the share's state changes
             nonlocal view
             if view != (view := self.view()):
-                report.write_daemon_view(ledger.path, view)
+                report.write_daemon_view(self.ledger.path, view)
 
         def send_alerts() -> None:  # queued: sending never holds this loop
-            if self.alerts is not None and self._sender is not None:
-                for alert in self.alerts.due():
-                    self._sender.send(alert)
+            for alert in self.alerts.due():
+                self.sender.send(alert)
 
         return [feed_the_watchdog, say_status, publish_the_view, send_alerts]
 
-    def _start_alerts(self, ledger: Ledger) -> None:
-        """The alert rules and their sender (apprise), when alerts.urls has any."""
-        options = self.config.alerts
-        if not options.urls:
+    def _start_sender(self) -> None:
+        if isinstance(self.sender, NoAlerts):
             return
-        from seestar_watch.alertsender import AlertSender
+        self.sender.start()
+        log.info("alerts.ready", to=[target.label for target in self.sender.targets])
 
-        self.alerts = AlertRules(
-            options,
-            settle_time=self.config.image_watcher.debounce_delay + SETTLE_MARGIN,
-            summarize=lambda since: night_figures(ledger.seen_since(since)),
-        )
-        self.share.listen(self.alerts)
-        self._sender = AlertSender(options.urls)
-        self._sender.start()
-        log.info("alerts.ready", to=[target.label for target in self._sender.targets])
-
-    def _start_dashboard(self, ledger: Ledger) -> Dashboard | None:
+    def _start_dashboard(self) -> Dashboard | None:
         """The page, from a read-only connection of its own; a port in use is one log line
         and the daemon goes on (frames matter more than the page)."""
         listen = self.config.dashboard.listen
@@ -232,7 +267,7 @@ class Daemon:
 
         reader: Ledger | None = None
         try:
-            reader = Ledger.open(ledger.path, readonly=True)
+            reader = Ledger.open(self.ledger.path, readonly=True)
             targets = self.config.photometry.targets
             dashboard = Dashboard(
                 overview.Overview(reader, self.source, self.view, targets), listen
@@ -280,35 +315,17 @@ class Daemon:
         self._said_stalled = bool(stalled)
         return not stalled
 
-    def _worker(self, ledger: Ledger) -> Worker:
-        processor = FrameProcessor(
-            self.config,
-            ledger,
-            self.source,
-            self.lifecycle.should_abort,
-            self.share_answers,
-            on_outcome=self._frame_finished,
-            command_umask=self._user_umask,
-        )
-        processor.clean_archive()
-        self.worker = Worker(processor, self.lifecycle.stopping, self.lifecycle.beat)
-        return self.worker
-
-    def _frame_finished(self, outcome: Outcome) -> None:
-        if self.alerts is not None:
-            self.alerts.frame_finished(outcome)
-
-    def status_line(self, ledger: Ledger) -> str:
+    def status_line(self) -> str:
         """What the daemon is doing, in one line (systemctl status shows it)."""
         state = self.share.state
         if state is None or not state.is_available:
             doing = "waiting for the share" + (f": {state.reason}" if state else "")
         else:
-            folders = self._intake.folders if self._intake else 0
-            doing = f"watching {self.source.location} ({count_of(folders, 'folder')})"
-        last_frame = self.worker.last_frame if self.worker else ""
+            folders = count_of(self.intake.folders, "folder")
+            doing = f"watching {self.source.location} ({folders})"
+        last_frame = self.worker.last_frame
         last = f"; last frame {last_frame}" if last_frame else ""
-        return f"{doing}; {ledger.pending_count()} pending{last}"
+        return f"{doing}; {self.ledger.pending_count()} pending{last}"
 
     def share_answers(self) -> bool:
         """A fresh, bounded look: is the share there right now?"""
@@ -317,7 +334,7 @@ class Daemon:
             self.share.poke()
         return answers
 
-    def _shutdown(self, threads: list[threading.Thread], intake: Intake) -> None:
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
         log.info(
             "daemon.stopping",
             grace_s=self.config.pipeline.shutdown_grace,
@@ -326,11 +343,11 @@ class Daemon:
         # 1. no new events or settles; 2. no new work (workers see the stop flag);
         # 3. a running command gets the grace, then its group is stopped.
         self.wakeup.everyone()
-        intake.poke()
+        self.intake.poke()
         limit = time.monotonic() + self.config.pipeline.shutdown_grace + TERM_GRACE + 5.0
         for thread in threads:
             thread.join(max(0.1, limit - time.monotonic()))
-        intake.stop()
+        self.intake.stop()
         stuck = [t.name for t in threads if t.is_alive()]
         log.info("daemon.stopped", stuck_threads=stuck or None)
 
@@ -347,33 +364,26 @@ class Daemon:
         return thread
 
     def _thread_failed(self, name: str, exc: Exception) -> None:
-        if self.alerts is not None:
-            self.alerts.thread_failed(name, f"{type(exc).__name__}: {exc}")
-
-    # -- told by the intake ----------------------------------------------------------
+        self.alerts.thread_failed(name, f"{type(exc).__name__}: {exc}")
 
     def _frame_arrived(self) -> None:
         """A frame finished arriving and waits in the ledger (intake thread)."""
-        if self.alerts is not None:
-            self.alerts.frame_arrived()
+        self.alerts.frame_arrived()
         self.wakeup.one()
 
-    # -- the workers ---------------------------------------------------------------
-
-    def _work(self, ledger: Ledger, worker: Worker) -> None:
+    def _work(self) -> None:
         """One worker thread: frames as they are due, while the share is there."""
-        longest = self.config.pipeline.longest_retry_delay
 
         def claim() -> Frame | None:
-            return ledger.claim_next(longest) if self.share.available else None
+            return self.ledger.claim_next(self.longest_wait) if self.share.available else None
 
         def wait() -> bool:  # for a wake-up, the next retry, or `retry` from outside
-            due = ledger.seconds_until_due(longest_wait=longest)
+            due = self.ledger.seconds_until_due(longest_wait=self.longest_wait)
             self.wakeup.wait(LEDGER_POLL if due is None else min(due, LEDGER_POLL))
             return True
 
         try:
-            for _, state in worker.drain(claim, wait):
+            for _, state in self.worker.drain(claim, wait):
                 if state in ("postponed", "waiting"):  # the share or the archive's disk first
                     self.wakeup.wait(LEDGER_POLL)
         except LedgerError:
@@ -381,29 +391,30 @@ class Daemon:
 
     # -- run --once ------------------------------------------------------------------
 
-    def _run_once(self, ledger: Ledger, intake: Intake) -> int:
+    def run_once(self) -> int:
         """Catch up, run everything pending (waiting out retry delays), then return."""
-        intake.warn_if_frames_unwatched()
-        worker = self._worker(ledger)
+        self.intake.baseline_or_continue()
+        self.intake.warn_if_frames_unwatched()
+        self.processor.clean_archive()
         for entry in sorted(self.source.list_frames(), key=lambda e: e.mtime_ns):
-            if not ledger.knows(entry.version):
+            if not self.ledger.knows(entry.version):
                 read_and_record(
-                    ledger,
+                    self.ledger,
                     self.source,
                     entry.relpath,
                     max_frame_mb=self.config.image_watcher.max_frame_mb,
                 )
-        longest = self.config.pipeline.longest_retry_delay
 
         def wait() -> bool:  # out a retry's delay; nothing left to wait for: done
-            due = ledger.seconds_until_due(longest_wait=longest)
+            due = self.ledger.seconds_until_due(longest_wait=self.longest_wait)
             return due is not None and not self.lifecycle.wait(due)
 
-        for _, state in worker.drain(lambda: ledger.claim_next(longest), wait):
+        claim = lambda: self.ledger.claim_next(self.longest_wait)  # noqa: E731
+        for _, state in self.worker.drain(claim, wait):
             if state == "postponed":
                 raise UserError("the share went away; the frames left are still pending")
             if state == "waiting":
-                raise UserError(f"{worker.processor.low_space}; the frames left are still pending")
-        counts = ledger.counts()
-        log.info("daemon.once_finished", failed_this_run=worker.failed, **counts)
-        return 1 if worker.failed else 0
+                raise UserError(f"{self.processor.low_space}; the frames left are still pending")
+        counts = self.ledger.counts()
+        log.info("daemon.once_finished", failed_this_run=self.worker.failed, **counts)
+        return 1 if self.worker.failed else 0

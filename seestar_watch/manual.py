@@ -102,11 +102,13 @@ def process_frames(
         else:
             queued = _queue_done(source, ledger, since)
         processor = FrameProcessor(
-            config,
+            config.pipeline,
+            config.archive,
             ledger,
             source,
-            lifecycle.should_abort,
-            lambda: source.check(PROBE_TIMEOUT).is_available,
+            config_file=config.source,
+            should_abort=lifecycle.should_abort,
+            share_ok=lambda: source.check(PROBE_TIMEOUT).is_available,
             command_umask=user_umask,
         )
         processor.clean_archive()
@@ -203,7 +205,7 @@ def _run_until_settled(
 ) -> Attempt:
     """Run one frame, through its retries (each after its delay), until it is done, failed
     or rejected; "pending" when a stop comes first."""
-    longest = worker.processor.config.pipeline.longest_retry_delay
+    longest = worker.processor.pipeline.longest_retry_delay
     state: Attempt = "pending"
     # claimed whether due or not: a frame no longer pending is one that settled
     for _, state in worker.drain(lambda: ledger.claim(frame_id), lambda: False):

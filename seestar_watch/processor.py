@@ -26,7 +26,7 @@ from seestar_watch.archive import (
     remove_leftovers,
     require_room,
 )
-from seestar_watch.config import Config
+from seestar_watch.config import ArchiveConfig, PipelineConfig
 from seestar_watch.ledger import Frame, Ledger, LedgerError
 from seestar_watch.log import get_logger
 from seestar_watch.outcomes import TAIL_LINES, Attempt, Outcome
@@ -51,18 +51,26 @@ LAST_WORDS = 200  # characters of the command's last line kept with a failure
 
 
 class FrameProcessor:
+    """The archive copy, the pipeline and the ledger's record of one frame at a time.
+    It reads the `pipeline` and `archive` sections and the config file's path (given to
+    the command, whose relative paths start in its folder)."""
+
     def __init__(
         self,
-        config: Config,
+        pipeline: PipelineConfig,
+        archive: ArchiveConfig,
         ledger: Ledger,
         source: Source,
+        *,
+        config_file: Path,
         should_abort: Callable[[], bool],
         share_ok: Callable[[], bool],
-        *,
         on_outcome: Callable[[Outcome], None] = lambda outcome: None,
         command_umask: int = -1,
     ) -> None:
-        self.config = config
+        self.pipeline = pipeline
+        self.archive = archive
+        self.config_file = config_file.absolute()
         self.ledger = ledger
         self.source = source
         self.should_abort = should_abort
@@ -74,10 +82,10 @@ class FrameProcessor:
     def clean_archive(self) -> None:
         """At start: temporaries of copies cut off by a power cut go (the copies are redone),
         and retention applies (it may have changed since the last run)."""
-        if not self.config.archive.enabled or not self.config.archive.folder.is_dir():
+        if not self.archive.enabled or not self.archive.folder.is_dir():
             return
         self.prune_archive()
-        removed = remove_leftovers(self.config.archive.folder)
+        removed = remove_leftovers(self.archive.folder)
         if removed:
             log.info(
                 "archive.leftovers_removed",
@@ -91,7 +99,7 @@ class FrameProcessor:
         use go, the oldest first; the ledger keeps their rows (a done frame never runs
         again; `process` copies it again from the share). A copy a frame still needs
         (pending, running, failed, waiting for a retry) is never removed."""
-        archive = self.config.archive
+        archive = self.archive
         if not archive.enabled or (archive.keep_days is None and archive.max_gb is None):
             return
         gone = []
@@ -121,7 +129,7 @@ class FrameProcessor:
     def _remove(self, copy: str, size: int) -> int:
         """Remove one copy (only inside the archive: one made before archive.path moved
         is only forgotten); the bytes it freed."""
-        root = str(self.config.archive.folder)
+        root = str(self.archive.folder)
         inside = os.path.commonpath([root, os.path.abspath(copy)]) == root
         if inside:
             with contextlib.suppress(FileNotFoundError):
@@ -165,7 +173,7 @@ class FrameProcessor:
 
     def _readable_copy(self, frame: Frame, source: str, relpath: str) -> str:
         """The file the pipeline reads: the archived copy (made once), or the source."""
-        archive = self.config.archive
+        archive = self.archive
         if not archive.enabled:
             return source
         if frame.archived and _same_size(frame.archived, frame.version.size):
@@ -183,7 +191,7 @@ class FrameProcessor:
     def _run_pipeline(
         self, frame: Frame, path: str, source: str, relpath: str, bound: Any
     ) -> Attempt:
-        pipeline = self.config.pipeline
+        pipeline = self.pipeline
         size_kb = frame.version.size / 1024
         event = {
             "path": path,
@@ -215,11 +223,9 @@ class FrameProcessor:
                 before_exec=children.die_with_parent,
                 on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
                 stdin_data=event_json(event).encode(),
-                env=child_environment(
-                    pipeline.env, event, result_path, str(self.config.source.absolute())
-                ),
+                env=child_environment(pipeline.env, event, result_path, str(self.config_file)),
                 timeout=pipeline.timeout,
-                cwd=self.config.folder,  # relative paths in the command mean the config's folder
+                cwd=self.config_file.parent,  # the command's relative paths start there
                 should_abort=self.should_abort,
                 on_line=on_line,
                 umask=self.command_umask,
@@ -299,7 +305,7 @@ class FrameProcessor:
         *,
         tail: tuple[str, ...] = (),
     ) -> Attempt:
-        pipeline = self.config.pipeline
+        pipeline = self.pipeline
         if frame.attempts <= pipeline.retries:
             delay = pipeline.retry_wait(frame.attempts)
             self.ledger.retry_later(

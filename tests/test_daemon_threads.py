@@ -101,6 +101,10 @@ def in_process_daemon(tmp_path: Path, **watcher: Any) -> tuple[Daemon, threading
     return daemon, thread
 
 
+def last_frame(daemon: Daemon) -> str:
+    return daemon.night.worker.last_frame if daemon.night else ""
+
+
 def stop(daemon: Daemon, thread: threading.Thread) -> None:
     daemon.lifecycle.request_stop()
     thread.join(30)
@@ -127,7 +131,7 @@ def test_a_watch_that_fails_to_start_is_tried_again(
         wait_for(lambda: events_named(logs, "watcher.started"), timeout=10)
         assert len(events_named(logs, "watcher.start_failed")) == 1
         write_frame(tmp_path / "share" / "M 42_sub" / "a.fit")
-        wait_for(lambda: daemon.worker and daemon.worker.last_frame == "a.fit done", timeout=10)
+        wait_for(lambda: last_frame(daemon) == "a.fit done", timeout=10)
     finally:
         stop(daemon, thread)
 
@@ -184,7 +188,7 @@ def test_a_watch_that_will_not_stop_is_abandoned_and_a_fresh_one_started(
         (tmp_path / "gone").rename(tmp_path / "share")
         wait_for(lambda: len(events_named(logs, "watcher.started")) == 2, timeout=10)
         write_frame(tmp_path / "share" / "M 42_sub" / "after.fit")
-        wait_for(lambda: daemon.worker and daemon.worker.last_frame == "after.fit done", timeout=10)
+        wait_for(lambda: last_frame(daemon) == "after.fit done", timeout=10)
     finally:
         stuck.set()
         monkeypatch.setattr(LocalSource, "unwatch", real_unwatch)
