@@ -30,6 +30,7 @@ import yaml
 from astropy.io import fits
 from bench import ROOT, Daemon, percentile
 
+from seestar_watch.history import History
 from seestar_watch.ledger import Ledger
 
 NIGHTS, PER_NIGHT = 30, 3_334  # 100,020 frames
@@ -122,7 +123,7 @@ def api(config: Path, ledger: Path) -> int:
     server.stdout.readline()  # serving
     status = json.loads(_get(port, "/api/status"))
     with Ledger.reading(ledger) as reader:
-        last = reader.last_change() or 0.0
+        last = History(reader).last_change() or 0.0
     timed_gets(port, "/api/status", 5)  # warm the page cache
     line("`/api/status`", timed_gets(port, "/api/status", 200), "p95 <= 50 ms")
     line(
@@ -235,7 +236,7 @@ def main() -> None:
         started = time.monotonic()
         build_ledger(ledger)
         with Ledger.reading(ledger) as reader:
-            rows = sum(reader.counts().values())
+            rows = sum(History(reader).counts().values())
         print(f"ledger: {rows:,} rows, built in {time.monotonic() - started:.0f} s")
         config = root / "config.yaml"
         config.write_text(yaml.safe_dump({

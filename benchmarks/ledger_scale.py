@@ -21,6 +21,7 @@ from bench import small_frame
 
 from seestar_watch.config import load_config
 from seestar_watch.daemon import Daemon
+from seestar_watch.history import History
 from seestar_watch.intake import FirstStart, Intake
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import status_report
@@ -83,7 +84,7 @@ def main() -> None:
         ledger.add_pending(
             Version(str(path.relative_to(share)).encode(), info.st_size, info.st_mtime_ns), {}
         )
-    rows = sum(ledger.counts().values())
+    rows = sum(History(ledger).counts().values())
     scans = []
     for _ in range(5):
         watcher = CountingSettle()

@@ -30,12 +30,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seestar_watch.config import AlertsConfig
 from seestar_watch.log import count_of, escape
 from seestar_watch.outcomes import TAIL_LINES, Outcome
 from seestar_watch.results import numeric_fields
+
+if TYPE_CHECKING:
+    from seestar_watch.history import FrameRow
 
 FAILURES_LISTED = 5  # frames named in one message about many failures
 ARRIVAL_SLACK = 5.0  # seconds between a frame's row in the ledger and the notice of it
@@ -394,15 +397,15 @@ def trial_alert(watch_path: str) -> Alert:
     )
 
 
-def night_figures(frames: Iterable[dict[str, Any]]) -> tuple[dict[str, int], dict[str, float]]:
+def night_figures(frames: Iterable[FrameRow]) -> tuple[dict[str, int], dict[str, float]]:
     """Counts per state, and the median of every numeric result field of the done frames."""
     counts: dict[str, int] = {}
     values: dict[str, list[float]] = {}
     for frame in frames:
-        counts[frame["state"]] = counts.get(frame["state"], 0) + 1
-        if frame["state"] != "done":
+        counts[frame.state] = counts.get(frame.state, 0) + 1
+        if frame.state != "done":
             continue
-        for key, value in numeric_fields(frame["result"]).items():
+        for key, value in numeric_fields(frame.result).items():
             values.setdefault(key, []).append(value)
     return counts, {key: statistics.median(found) for key, found in values.items()}
 

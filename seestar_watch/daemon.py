@@ -27,6 +27,7 @@ from seestar_watch.alerts import AlertRules, NoAlerts, night_figures
 from seestar_watch.config import Config, SmbUrl
 from seestar_watch.dashboard import overview
 from seestar_watch.errors import UserError
+from seestar_watch.history import History
 from seestar_watch.intake import FirstStart, Intake
 from seestar_watch.ledger import Frame, Ledger, LedgerError, low_space
 from seestar_watch.lifecycle import Lifecycle, private_files
@@ -176,7 +177,7 @@ class Night:
         rules = AlertRules(
             options,
             settle_time=self.config.image_watcher.debounce_delay + SETTLE_MARGIN,
-            summarize=lambda since: night_figures(self.ledger.seen_since(since)),
+            summarize=lambda since: night_figures(History(self.ledger).seen_since(since)),
         )
         return rules, AlertSender(options.urls)
 
@@ -415,6 +416,6 @@ class Night:
                 raise UserError("the share went away; the frames left are still pending")
             if state == "waiting":
                 raise UserError(f"{self.processor.low_space}; the frames left are still pending")
-        counts = self.ledger.counts()
+        counts = History(self.ledger).counts()
         log.info("daemon.once_finished", failed_this_run=self.worker.failed, **counts)
         return 1 if self.worker.failed else 0

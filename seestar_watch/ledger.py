@@ -666,107 +666,21 @@ class Ledger:
 
         self._write(work)
 
-    # -- reports -------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, count(*) FROM frames GROUP BY state").fetchall()
-        counts: dict[str, int] = dict.fromkeys(STATES, 0)
-        counts.update({str(state): int(n) for state, n in rows})
-        return counts
+    # -- for the reports (history.py reads through this) ------------------------------
 
     def pending_count(self) -> int:
+        ((count,),) = self.read("SELECT count(*) FROM frames WHERE state = 'pending'")
+        return int(count)
+
+    def read(self, query: str, values: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row a read-only query gives, in one go (the connection is shared)."""
         with self._lock:
-            return int(
-                self._db.execute("SELECT count(*) FROM frames WHERE state = 'pending'").fetchone()[
-                    0
-                ]
-            )
+            return self._db.execute(query, tuple(values)).fetchall()
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` frames changed last, newest first (rows as `_rows` gives them)."""
-        return self._rows("ORDER BY updated_at DESC, id DESC LIMIT ?", limit)
-
-    def changed_since(self, since: float, after_id: int, limit: int) -> list[dict[str, Any]]:
-        """Frames changed at or after `since` (unix time), oldest change first: the cursor
-        (updated_at, id) of the last row, given back, continues exactly where this ended."""
-        return self._rows(
-            "WHERE (updated_at, id) > (?, ?) ORDER BY updated_at, id LIMIT ?",
-            since,
-            after_id,
-            limit,
-        )
-
-    def failures(self, limit: int) -> list[dict[str, Any]]:
-        """The latest frames that failed, newest first: `failed`, and those pending again
-        after a failure (a retry, or `retry --failed`), which keep their reason."""
-        return self._rows(
-            "WHERE state = 'failed' OR (state = 'pending' AND reason IS NOT NULL)"
-            " ORDER BY updated_at DESC, id DESC LIMIT ?",
-            limit,
-        )
-
-    def seen_since(self, since: float) -> Iterator[dict[str, Any]]:
-        """Every frame first seen at or after `since` (unix time), in arrival order."""
-        query = self._select("WHERE created_at >= ? ORDER BY id")
-        with self._lock:
-            rows = self._db.execute(query, (since,)).fetchall()
-        for row in rows:
-            yield self._as_dict(row)
-
-    def last_change(self) -> float | None:
-        """When a frame was last recorded or changed state (unix time), or None."""
-        with self._lock:
-            value = self._db.execute("SELECT max(updated_at) FROM frames").fetchone()[0]
-        return None if value is None else float(value)
-
-    def duration_counts(self, bounds: Iterable[float]) -> tuple[list[int], int, float]:
-        """For the runs that have a duration: how many took <= each bound, how many in all,
-        and the sum of their durations (a Prometheus histogram, without keeping one)."""
-        bounds = list(bounds)
-        columns = "".join(f"sum(duration <= {float(b)!r}), " for b in bounds)
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {columns}count(duration), total(duration) FROM frames"
-                " WHERE duration IS NOT NULL"
-            ).fetchone()
-        return [int(n or 0) for n in row[: len(bounds)]], int(row[-2]), float(row[-1])
-
-    _COLUMNS = (
-        "id", "relpath", "state", "attempts", "exit_code", "reason", "duration",
-        "created_at", "updated_at", "result", "OBJECT", "DATE-OBS", "EXPTIME", "FILTER",
-    )  # fmt: skip
-    HEADER_FIELDS = _COLUMNS[-4:]  # shown beside the result; the whole header stays here
-
-    def _select(self, clause: str) -> str:
-        # json_valid: a header with a NaN (allowed in our JSON, not in SQLite's) shows blanks
-        header = ", ".join(
-            f"CASE WHEN json_valid(header) THEN json_extract(header, '$.\"{key}\"') END"
-            for key in self.HEADER_FIELDS
-        )
-        return (
-            "SELECT id, relpath, state, attempts, exit_code, reason, duration, created_at,"
-            f" updated_at, {self._result}, {header} FROM frames {clause}"
-        )
-
-    def _rows(self, clause: str, *values: Any) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(self._select(clause), values).fetchall()
-        return [self._as_dict(row) for row in rows]
-
-    def _as_dict(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        frame = dict(zip(self._COLUMNS, row, strict=True))
-        frame["relpath"] = bytes(frame["relpath"])
-        frame["result"] = _result_of(frame["result"])
-        return frame
-
-
-def _result_of(text: str | None) -> dict[str, Any] | None:
-    try:
-        value = None if text is None else json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    @property
+    def has_results(self) -> bool:
+        """Whether the frames have a result column (an older ledger, read-only, has none)."""
+        return self._result == "result"
 
 
 def _corrupt(path: Path, exc: Exception) -> LedgerError:

@@ -22,31 +22,29 @@ from typing import IO, Any
 import psutil
 
 from seestar_watch.config import Config
+from seestar_watch.history import HEADER_FIELDS, FrameRow, History
 from seestar_watch.ledger import Ledger, low_space
 from seestar_watch.outcomes import STATES
 from seestar_watch.results import useful_fields
 from seestar_watch.sources import Source, open_source
 
-HEADER_FIELDS = Ledger.HEADER_FIELDS
 
-
-def frame_view(row: dict[str, Any], source: Source) -> dict[str, Any]:
+def frame_view(row: FrameRow, source: Source) -> dict[str, Any]:
     """One frame for people and programs: JSON-ready, values as they are (escape to show)."""
-    relpath = os.fsdecode(row["relpath"])
     return {
-        "id": row["id"],
-        "source": source.path_of(relpath),
-        "relpath": relpath,
-        "state": row["state"],
-        "attempts": row["attempts"],
-        "exit_code": row["exit_code"],
-        "reason": row["reason"],
-        "duration": row["duration"],
-        "seen_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        **{key: _scalar(row[key]) for key in HEADER_FIELDS},
-        "observed_at": observed_at(row["DATE-OBS"], row["created_at"]),
-        "result": row["result"],
+        "id": row.id,
+        "source": source.path_of(row.relpath),
+        "relpath": row.relpath,
+        "state": row.state,
+        "attempts": row.attempts,
+        "exit_code": row.exit_code,
+        "reason": row.reason,
+        "duration": row.duration,
+        "seen_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        **{key: _scalar(value) for key, value in row.header().items()},
+        "observed_at": observed_at(row.date_obs, row.created_at),
+        "result": row.result,
     }
 
 
@@ -76,9 +74,10 @@ def observed_at(date_obs: Any, seen: float) -> str:
 def status_from(ledger: Ledger, source: Source, limit: int) -> dict[str, Any]:
     """The `status --json` object, from an open ledger."""
     copies, held = ledger.archive_size()
+    history = History(ledger)
     return {
-        "counts": ledger.counts(),
-        "frames": [frame_view(row, source) for row in ledger.recent(limit)],
+        "counts": history.counts(),
+        "frames": [frame_view(row, source) for row in history.recent(limit)],
         "ledger": str(ledger.path),
         "archive": {"copies": copies, "bytes": held},
     }
@@ -180,7 +179,7 @@ def export_rows(config: Config, since: float) -> Iterator[dict[str, Any]]:
         return
     source = open_source(config.image_watcher)
     with Ledger.reading(path) as ledger:
-        for row in ledger.seen_since(since):
+        for row in History(ledger).seen_since(since):
             yield frame_view(row, source)
 
 

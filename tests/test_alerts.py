@@ -10,7 +10,8 @@ import pytest
 
 from seestar_watch.alerts import Alert, AlertRules, night_figures
 from seestar_watch.config import AlertsConfig, ConfigError, ResultLimit, parse_config
-from seestar_watch.outcomes import Outcome
+from seestar_watch.history import FrameRow
+from seestar_watch.outcomes import Outcome, State
 
 
 class Clock:
@@ -204,11 +205,14 @@ def test_a_daemon_started_after_the_summary_time_waits_for_the_next_day() -> Non
 
 
 def test_night_figures_count_states_and_take_medians_of_done_frames() -> None:
+    def row(state: State, result: dict[str, Any] | None) -> FrameRow:
+        return FrameRow(1, "a.fit", state, 1, None, None, None, 0.0, 0.0, result)
+
     frames = [
-        {"state": "done", "result": {"stars": 10, "fwhm": 3.0, "ok": True, "note": "x"}},
-        {"state": "done", "result": {"stars": 30}},
-        {"state": "done", "result": None},
-        {"state": "failed", "result": {"stars": 1000}},
+        row("done", {"stars": 10, "fwhm": 3.0, "ok": True, "note": "x"}),
+        row("done", {"stars": 30}),
+        row("done", None),
+        row("failed", {"stars": 1000}),
     ]
     assert night_figures(frames) == ({"done": 3, "failed": 1}, {"stars": 20.0, "fwhm": 3.0})
 

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from seestar_watch.config import parse_listen
 from seestar_watch.dashboard.overview import Overview, night_start
 from seestar_watch.dashboard.server import Dashboard, DashboardError
+from seestar_watch.history import History
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import recorded_daemon_view
 from seestar_watch.sources import Version
@@ -99,7 +100,7 @@ def test_api_status_is_status_json_plus_the_share_and_the_failures(
     assert status["last_frame"] == newest and newest["source"].endswith("M 42_sub/b.fit")
     (failure,) = status["failures"]
     assert failure["reason"] == "exit code 3" and failure["exit_code"] == 3
-    assert status["night_start"] == night_start(ledger.last_change() or 0)
+    assert status["night_start"] == night_start(History(ledger).last_change() or 0)
     assert status["archive"] == {"copies": 0, "bytes": 0}  # what the page says it holds
 
 
@@ -145,7 +146,7 @@ def test_metrics_in_the_prometheus_text_format(served: tuple[int, Ledger, Path])
     assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "1.0"),)] == 0
     assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "2.5"),)] == 3
     assert samples["seestar_watch_last_frame_timestamp_seconds", ()] == pytest.approx(
-        ledger.last_change()
+        History(ledger).last_change()
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from seestar_watch.history import History
 from seestar_watch.ledger import SCHEMA_VERSION, InstanceLock, Ledger, LedgerError
 from seestar_watch.sources import Version
 
@@ -42,7 +43,7 @@ def test_a_version_is_recorded_once_and_a_new_version_is_new(ledger: Ledger) -> 
     assert not ledger.add_pending(v(b"a.fit"), {})
     assert ledger.add_pending(v(b"a.fit", size=200), {})
     assert ledger.add_pending(v(b"a.fit", mtime=2), {})
-    assert ledger.counts()["pending"] == 3
+    assert History(ledger).counts()["pending"] == 3
 
 
 def test_frames_are_claimed_in_arrival_order_and_retries_wait(ledger: Ledger) -> None:
@@ -86,14 +87,14 @@ def test_retry_failed_all_or_by_path(ledger: Ledger) -> None:
         ledger.finish(frame.id, "failed", exit_code=1)
     assert ledger.retry_failed([b"b.fit", b"nothing.fit"]) == 1
     assert ledger.retry_failed() == 1
-    assert ledger.counts()["pending"] == 2
+    assert History(ledger).counts()["pending"] == 2
 
 
 def test_baseline_only_once(ledger: Ledger) -> None:
     assert ledger.is_new()
     assert ledger.record_baseline([v(b"old.fit")]) == 1
     assert not ledger.is_new()
-    assert ledger.counts()["skipped"] == 1
+    assert History(ledger).counts()["skipped"] == 1
 
 
 def test_a_corrupt_ledger_is_an_error_and_left_alone(tmp_path: Path) -> None:
@@ -131,8 +132,8 @@ def test_the_lock_admits_one_holder(tmp_path: Path) -> None:
 def test_readonly_open_reads_while_a_writer_holds_it(ledger: Ledger) -> None:
     ledger.add_pending(v(b"a.fit"), {})
     reader = Ledger.open(ledger.path, readonly=True)
-    assert reader.counts()["pending"] == 1
-    assert reader.recent(5)[0]["relpath"] == b"a.fit"
+    assert History(reader).counts()["pending"] == 1
+    assert History(reader).recent(5)[0].relpath == "a.fit"
     reader.close()
 
 
@@ -182,7 +183,7 @@ def test_a_ledger_of_schema_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     old.close()
     ledger = Ledger.open(path)
     try:
-        assert ledger.counts()["done"] == 1
+        assert History(ledger).counts()["done"] == 1
         assert ledger.knows(v(b"a.fit", 1, 2))
         ledger.add_pending(v(b"b.fit"), {})
         frame = ledger.claim_next()
@@ -210,15 +211,15 @@ def test_a_ledger_of_schema_2_gets_results_and_is_read_as_it_is_until_then(
     old.commit()
     old.close()
     with Ledger.reading(path) as reader:  # an old daemon still holds it: no migration
-        (row,) = reader.recent(5)
-        assert row["result"] is None and row["OBJECT"] == "M 94"
+        (row,) = History(reader).recent(5)
+        assert row.result is None and row.object == "M 94"
     ledger = Ledger.open(path)
     try:
         ledger.add_pending(v(b"b.fit"), {})
         frame = ledger.claim_next()
         assert frame is not None
         ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result={"stars": 12})
-        assert ledger.recent(1)[0]["result"] == {"stars": 12}
+        assert History(ledger).recent(1)[0].result == {"stars": 12}
     finally:
         ledger.close()
 
@@ -232,20 +233,20 @@ def test_frames_changed_since_a_cursor_continue_exactly_where_the_last_page_ende
     db.execute("UPDATE frames SET updated_at = 100.0")  # all in the same instant
     db.commit()
     seen, cursor = [], (0.0, 0)
-    while page := ledger.changed_since(*cursor, limit=2):
-        seen += [row["relpath"] for row in page]
-        cursor = (page[-1]["updated_at"], page[-1]["id"])
-    assert seen == [f"{n}.fit".encode() for n in range(5)]
-    assert ledger.changed_since(100.0, 5, 10) == []
-    assert ledger.recent(1)[0]["OBJECT"] == "T4"
+    while page := History(ledger).changed_since(*cursor, limit=2):
+        seen += [row.relpath for row in page]
+        cursor = (page[-1].updated_at, page[-1].id)
+    assert seen == [f"{n}.fit" for n in range(5)]
+    assert History(ledger).changed_since(100.0, 5, 10) == []
+    assert History(ledger).recent(1)[0].header()["OBJECT"] == "T4"
 
 
 def test_a_header_sqlite_cannot_read_shows_blanks_instead_of_breaking_every_query(
     ledger: Ledger,
 ) -> None:
     ledger.add_pending(v(b"nan.fit"), {"OBJECT": "M 31", "EXPTIME": float("nan")})
-    (row,) = ledger.recent(5)
-    assert row["OBJECT"] is None and row["relpath"] == b"nan.fit"
+    (row,) = History(ledger).recent(5)
+    assert row.object is None and row.relpath == "nan.fit"
     assert ledger.claim_next() is not None  # the header itself is kept whole
 
 
@@ -255,4 +256,4 @@ def test_duration_counts_are_a_histogram_of_the_runs(ledger: Ledger) -> None:
         frame = ledger.claim_next()
         assert frame is not None
         ledger.finish(frame.id, "done", exit_code=0, duration=duration)
-    assert ledger.duration_counts([1.0, 10.0]) == ([1, 2], 3, 32.5)
+    assert History(ledger).duration_counts([1.0, 10.0]) == ([1, 2], 3, 32.5)

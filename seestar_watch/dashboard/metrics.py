@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
+from seestar_watch.history import History
 from seestar_watch.ledger import Ledger
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -25,11 +26,11 @@ DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 class LedgerCollector:
     def __init__(self, ledger: Ledger, daemon_view: Callable[[], dict[str, Any]]) -> None:
-        self.ledger = ledger
+        self.history = History(ledger)
         self.daemon_view = daemon_view
 
     def collect(self) -> Iterator[Metric]:
-        counts = self.ledger.counts()
+        counts = self.history.counts()
         frames = GaugeMetricFamily(
             "seestar_watch_frames", "Frames in the ledger, by state.", labels=["state"]
         )
@@ -39,7 +40,7 @@ class LedgerCollector:
         yield GaugeMetricFamily(
             "seestar_watch_pending", "Frames waiting for the pipeline.", value=counts["pending"]
         )
-        below, count, total = self.ledger.duration_counts(DURATION_BUCKETS)
+        below, count, total = self.history.duration_counts(DURATION_BUCKETS)
         yield HistogramMetricFamily(
             "seestar_watch_pipeline_duration_seconds",
             "How long the pipeline command ran, per run that has a duration.",
@@ -52,7 +53,7 @@ class LedgerCollector:
             ],
             sum_value=total,
         )
-        if (last := self.ledger.last_change()) is not None:
+        if (last := self.history.last_change()) is not None:
             yield GaugeMetricFamily(
                 "seestar_watch_last_frame_timestamp_seconds",
                 "When a frame was last recorded or changed state (unix time).",

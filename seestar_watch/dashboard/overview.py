@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from seestar_watch.config import Target
+from seestar_watch.history import History
 from seestar_watch.ledger import Ledger
 from seestar_watch.report import frame_view, status_from
 from seestar_watch.results import USEFUL_FIELDS
@@ -34,6 +35,7 @@ class Overview:
         targets: tuple[Target, ...] = (),
     ) -> None:
         self.ledger = ledger
+        self.history = History(ledger)
         self.source = source
         self.daemon_view = daemon_view
         # the light curves fold a target with a period at its epoch
@@ -47,12 +49,12 @@ class Overview:
         """/api/status: `status --json` (50 frames), plus the share, the failures and the
         start of the night the charts cover."""
         report = status_from(self.ledger, self.source, RECENT)
-        last_change = self.ledger.last_change()
+        last_change = self.history.last_change()
         report.update(
             daemon=self.daemon_view(),
             pending=report["counts"]["pending"],
             last_frame=report["frames"][0] if report["frames"] else None,
-            failures=[frame_view(row, self.source) for row in self.ledger.failures(FAILURES)],
+            failures=[frame_view(row, self.source) for row in self.history.failures(FAILURES)],
             night_start=night_start(last_change or time.time()),
             useful_fields=list(USEFUL_FIELDS),
             periods=self.periods,
@@ -63,8 +65,8 @@ class Overview:
     def frames(self, since: float, after: int, limit: int = PAGE) -> dict[str, Any]:
         """/api/frames: frames changed at or after `since`, oldest change first, and the
         cursor that continues after the last one."""
-        rows = self.ledger.changed_since(since, after, min(limit, PAGE))
-        cursor = {"since": rows[-1]["updated_at"], "after": rows[-1]["id"]} if rows else None
+        rows = self.history.changed_since(since, after, min(limit, PAGE))
+        cursor = {"since": rows[-1].updated_at, "after": rows[-1].id} if rows else None
         return {
             "frames": [frame_view(row, self.source) for row in rows],
             "next": cursor or {"since": since, "after": after},
