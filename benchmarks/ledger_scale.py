@@ -65,7 +65,7 @@ def main() -> None:
     config = load_config(config_path)
     ledger = Ledger.open(config.state.ledger)
     old = (
-        Version(f"Old {n // 1000:03d}_sub/Light_{n:06d}.fit".encode(), 4_152_960, n)
+        Version(f"Old {n // 1000:03d}_sub/Light_{n:06d}.fit", 4_152_960, n)
         for n in range(100_000 - len(tree))
     )
     ledger.record_baseline(old)
@@ -82,7 +82,7 @@ def main() -> None:
     for path in tree:
         info = path.stat()
         ledger.add_pending(
-            Version(str(path.relative_to(share)).encode(), info.st_size, info.st_mtime_ns), {}
+            Version(str(path.relative_to(share)), info.st_size, info.st_mtime_ns), {}
         )
     rows = sum(History(ledger).counts().values())
     scans = []

@@ -398,7 +398,7 @@ class Night:
         self.intake.warn_if_frames_unwatched()
         self.processor.clean_archive()
         for entry in sorted(self.source.list_frames(), key=lambda e: e.mtime_ns):
-            if not self.ledger.knows(entry.version):
+            if not self.ledger.knows(entry):
                 read_and_record(
                     self.ledger,
                     self.source,

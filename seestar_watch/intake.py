@@ -22,7 +22,7 @@ from seestar_watch.log import Repeats, get_logger
 from seestar_watch.record import record, record_gave_up
 from seestar_watch.settle import Settle
 from seestar_watch.share import ShareSupervisor
-from seestar_watch.sources import Entry, ShareState, Source, Version
+from seestar_watch.sources import ShareState, Source, Version
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
 
 log = get_logger("seestar_watch.watch")  # the name its log lines have always had
@@ -155,7 +155,7 @@ class Intake:
         if self._failures.clear():
             log.info("scan.recovered", path=self.source.location)
 
-    def _listing(self) -> list[Entry]:
+    def _listing(self) -> list[Version]:
         """The source's listing, on a helper thread and bounded: a listing stuck on a hung
         mount must not hold this thread when the share comes back. Raises OSError. Once the
         share came back, a stuck listing is left behind (one thread per real outage) and
@@ -219,7 +219,7 @@ class Intake:
                 note="the old watch is stuck on the share; a new one starts when it answers",
             )
 
-    def _settled(self, entry: Entry, header: HeaderRead) -> None:
+    def _settled(self, entry: Version, header: HeaderRead) -> None:
         try:
             recorded = record(
                 self.ledger,
@@ -253,7 +253,7 @@ class Intake:
             return
         entries = self._listing()
         before = self._baseline_cutoff_ns()
-        skipped = [e.version for e in entries if before is None or e.mtime_ns < before]
+        skipped = [e for e in entries if before is None or e.mtime_ns < before]
         count = self.ledger.record_baseline(skipped)
         log.info(
             "ledger.baseline",
@@ -322,9 +322,9 @@ class Intake:
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
         )
 
-    def _notice(self, entry: Entry, known: set[Version]) -> int:
+    def _notice(self, entry: Version, known: set[Version]) -> int:
         """Hand a listed frame the ledger does not know to settle (1), or remember it (0)."""
-        version = entry.version
+        version = entry
         # a version the ledger knew at the last rescan still is (rows are never
         # removed): the ledger is asked only about what changed since
         if version in self._known or self.ledger.knows(version):

@@ -6,7 +6,8 @@ wait here, oldest first, not in a list in memory, so a restart or a crash
 loses nothing (rows left `running` by a killed daemon go back to `pending`).
 
 Paths are stored relative to watch_path as the raw bytes of the name, so names
-that are not UTF-8 round-trip exactly. Opened, migrated and closed here only.
+that are not UTF-8 round-trip exactly; they come and go as text (os.fsdecode).
+Opened, migrated and closed here only. The reading for people is history.py's.
 """
 
 from __future__ import annotations
@@ -87,10 +88,18 @@ _RECORDED = "id, relpath, size, mtime_ns, state, header, archived"
 _FINISHED = "'done', 'skipped', 'rejected'"  # states whose archived copy nothing needs
 
 
+def _version(columns: tuple[Any, ...]) -> Version:
+    """A Version from the (relpath, size, mtime_ns) columns: the name's bytes as text."""
+    relpath, size, mtime_ns = columns
+    return Version(os.fsdecode(bytes(relpath)), size, mtime_ns)
+
+
 def _recorded(row: tuple[Any, ...]) -> Recorded:
     header = json.loads(row[5]) if row[5] else {}
     archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
-    return Recorded(row[0], Version(bytes(row[1]), row[2], row[3]), row[4], header, archived)
+    return Recorded(
+        row[0], Version(os.fsdecode(bytes(row[1])), row[2], row[3]), row[4], header, archived
+    )
 
 
 class LedgerError(UserError):
@@ -332,12 +341,12 @@ class Ledger:
             ).fetchone()
             return None if row is None else (int(row[0]), str(row[1]))
 
-    def recorded(self, relpath: bytes) -> Recorded | None:
+    def recorded(self, relpath: str) -> Recorded | None:
         """The newest version recorded at `relpath`, or None."""
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_RECORDED} FROM frames WHERE relpath = ? ORDER BY id DESC LIMIT 1",
-                (relpath,),
+                (os.fsencode(relpath),),
             ).fetchone()
         return None if row is None else _recorded(row)
 
@@ -361,11 +370,12 @@ class Ledger:
             ).fetchall()
         return [_recorded(row) for row in rows]
 
-    def latest_state(self, relpath: bytes) -> str | None:
+    def latest_state(self, relpath: str) -> str | None:
         """The state of the newest version recorded at `relpath`, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT state FROM frames WHERE relpath = ? ORDER BY id DESC LIMIT 1", (relpath,)
+                "SELECT state FROM frames WHERE relpath = ? ORDER BY id DESC LIMIT 1",
+                (os.fsencode(relpath),),
             ).fetchone()
             return None if row is None else str(row[0])
 
@@ -537,7 +547,13 @@ class Ledger:
             return None
         header = json.loads(row[4]) if row[4] else {}
         archived = None if row[6] is None else os.fsdecode(bytes(row[6]))
-        return Frame(row[0], Version(bytes(row[1]), row[2], row[3]), header, row[5] + 1, archived)
+        return Frame(
+            row[0],
+            Version(os.fsdecode(bytes(row[1])), row[2], row[3]),
+            header,
+            row[5] + 1,
+            archived,
+        )
 
     def seconds_until_due(
         self, frame_id: int | None = None, longest_wait: float = math.inf
@@ -620,7 +636,7 @@ class Ledger:
 
         self._write(work)
 
-    def retry_failed(self, relpaths: Iterable[bytes] | None = None) -> int:
+    def retry_failed(self, relpaths: Iterable[str] | None = None) -> int:
         """Failed frames (all, or those at `relpaths`) back to pending; returns how many."""
         now = time.time()
         query = (
@@ -630,7 +646,10 @@ class Ledger:
         with self._lock, self._transaction() as db:
             if relpaths is None:
                 return db.execute(query, (now,)).rowcount
-            return sum(db.execute(query + " AND relpath = ?", (now, r)).rowcount for r in relpaths)
+            return sum(
+                db.execute(query + " AND relpath = ?", (now, os.fsencode(r))).rowcount
+                for r in relpaths
+            )
 
     # -- the archive's copies ---------------------------------------------------
 

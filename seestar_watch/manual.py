@@ -23,7 +23,7 @@ from seestar_watch.outcomes import Attempt
 from seestar_watch.processor import FrameProcessor
 from seestar_watch.record import frame_problem, read_and_record
 from seestar_watch.share import PROBE_TIMEOUT
-from seestar_watch.sources import Entry, Source, name_problem, open_source
+from seestar_watch.sources import Source, Version, name_problem, open_source
 from seestar_watch.worker import Worker, prepare_ledger
 
 log = get_logger("seestar_watch.manual")
@@ -151,7 +151,7 @@ def _queue_done(source: Source, ledger: Ledger, since: float) -> Queued:
     queued: Queued = {}
     for frame in ledger.done_since(since):
         ledger.force_pending(frame.version, frame.header)
-        queued[frame.id] = (frame.version.mtime_ns, source.path_of(frame.version.name))
+        queued[frame.id] = (frame.version.mtime_ns, source.path_of(frame.version.relpath))
     return queued
 
 
@@ -163,21 +163,21 @@ def _queue(
     share cannot say, the version the ledger knows, if its archived copy is there."""
     taken, header = read_and_record(ledger, source, relpath, max_frame_mb=max_frame_mb)
     if header.status in (Status.GONE, Status.UNAVAILABLE):
-        known = ledger.recorded(os.fsencode(relpath))
+        known = ledger.recorded(relpath)
         if known is not None and _has_copy(known):
             return _queue_known(ledger, known, force=force)
     if header.version is None or header.status not in (Status.COMPLETE, Status.INVALID):
         return None, Named("not run", taken), 0
-    entry = Entry(relpath, *header.version)
+    entry = Version(relpath, *header.version)
     problem = frame_problem(entry, header, max_frame_mb)
     if problem is not None:  # --force too: a rejected frame never runs
         return None, Named("rejected", problem), entry.mtime_ns
-    found = ledger.find(entry.version)
+    found = ledger.find(entry)
     if found is not None and found[1] == "done" and not force:
         return None, Named("done", "already done: --force runs it again"), entry.mtime_ns
     if force or found is None or found[1] != "pending":
-        ledger.force_pending(entry.version, header.cards)
-        found = ledger.find(entry.version)
+        ledger.force_pending(entry, header.cards)
+        found = ledger.find(entry)
     return (None if found is None else found[0]), Named("pending"), entry.mtime_ns
 
 
@@ -223,7 +223,7 @@ def retry_frames(config: Config, names: Sequence[str] | None) -> tuple[int, dict
         named = relpaths_of(config, open_source(config.image_watcher), ledger, names)
         others = {}
         for shown, relpath in named.items():
-            state = ledger.latest_state(os.fsencode(relpath))
+            state = ledger.latest_state(relpath)
             if state is None:
                 others[shown] = "never seen; `seestar-watch process FRAME` runs it"
             elif state in ("pending", "running"):
@@ -232,4 +232,4 @@ def retry_frames(config: Config, names: Sequence[str] | None) -> tuple[int, dict
                 others[shown] = (
                     f"{state}, not failed; `seestar-watch process --force FRAME` runs it again"
                 )
-        return ledger.retry_failed([os.fsencode(r) for r in named.values()]), others
+        return ledger.retry_failed(named.values()), others

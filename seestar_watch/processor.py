@@ -144,14 +144,14 @@ class FrameProcessor:
         except LedgerError:
             raise  # the ledger could not be written and the daemon is stopping: not a bug
         except Exception as exc:  # a bug: keep the frame (failed, retryable) and keep going
-            log.exception("worker.crashed", frame=frame.version.name)
+            log.exception("worker.crashed", frame=frame.version.relpath)
             reason = f"internal error: {exc!r}"
             self.ledger.finish(frame.id, "failed", reason=reason)
-            self.on_outcome(Outcome(frame.version.name, "failed", reason=reason))
+            self.on_outcome(Outcome(frame.version.relpath, "failed", reason=reason))
             return "failed"
 
     def _process(self, frame: Frame) -> Attempt:
-        relpath = frame.version.name
+        relpath = frame.version.relpath
         source = self.source.path_of(relpath)
         bound = log.bind(frame=relpath)
         try:
@@ -277,7 +277,7 @@ class FrameProcessor:
             frame.id, "rejected", exit_code=EX_DATAERR, duration=result.duration, reason=reason
         )
         bound.warning("frame.rejected", reason=reason)
-        self.on_outcome(Outcome(frame.version.name, "rejected", EX_DATAERR, reason))
+        self.on_outcome(Outcome(frame.version.relpath, "rejected", EX_DATAERR, reason))
         return "rejected"
 
     def _wait_for_room(self, frame: Frame, reason: str) -> Attempt:
@@ -286,7 +286,7 @@ class FrameProcessor:
         self.ledger.release(frame.id)
         if self.low_space is None:
             log.warning("archive.low_space", reason=reason)
-            self.on_outcome(Outcome(frame.version.name, "low_space", reason=reason))
+            self.on_outcome(Outcome(frame.version.relpath, "low_space", reason=reason))
         self.low_space = reason
         return "waiting"
 
@@ -319,7 +319,7 @@ class FrameProcessor:
             frame.id, "failed", exit_code=exit_code, duration=duration, reason=reason
         )
         bound.error("frame.failed", reason=reason, attempts=frame.attempts)
-        self.on_outcome(Outcome(frame.version.name, "failed", exit_code, reason, tail))
+        self.on_outcome(Outcome(frame.version.relpath, "failed", exit_code, reason, tail))
         return "failed"
 
 

@@ -11,18 +11,18 @@ from seestar_watch.fitsheader import HeaderRead, Status, read_header_of
 from seestar_watch.ledger import Ledger
 from seestar_watch.log import get_logger
 from seestar_watch.settle import GaveUp
-from seestar_watch.sources import Entry, Source, Version
+from seestar_watch.sources import Source, Version
 
 log = get_logger("seestar_watch.intake")  # the name its log lines have always had
 
 
 def record(
-    ledger: Ledger, source: Source, entry: Entry, header: HeaderRead, *, max_frame_mb: float
+    ledger: Ledger, source: Source, entry: Version, header: HeaderRead, *, max_frame_mb: float
 ) -> str | None:
     """A version that finished arriving: "pending", "rejected" (not FITS, a time or size
     out of range, larger than max_frame_mb: with the reason), "skipped" (a frame recorded
     already under another path), or None when the ledger knew this version already."""
-    version = entry.version
+    version = entry
     problem = frame_problem(entry, header, max_frame_mb)
     if problem is not None:
         return _reject(ledger, source, version, problem)
@@ -52,15 +52,15 @@ def record_gave_up(ledger: Ledger, source: Source, gave_up: GaveUp) -> None:
         log.warning("frame.unreadable", frame=gave_up.relpath, path=path, reason=gave_up.reason)
         return
     reason = f"incomplete: {gave_up.reason} after waiting {gave_up.waited:.0f} s"
-    _reject(ledger, source, gave_up.entry.version, reason)
+    _reject(ledger, source, gave_up.entry, reason)
 
 
-def frame_problem(entry: Entry, header: HeaderRead, max_frame_mb: float) -> str | None:
+def frame_problem(entry: Version, header: HeaderRead, max_frame_mb: float) -> str | None:
     """Why a version that finished arriving is not a frame to run, or None: not a FITS file
     we accept, a time or size out of range, or larger than max_frame_mb."""
     if header.status is Status.INVALID:
         return header.reason
-    return entry.version.problem or _too_large(entry.size, header.expected_size, max_frame_mb)
+    return entry.problem or _too_large(entry.size, header.expected_size, max_frame_mb)
 
 
 def _too_large(size: int, promised: int | None, max_frame_mb: float) -> str | None:
@@ -89,7 +89,7 @@ def read_and_record(
     if header.status is Status.INCOMPLETE:
         log.info("frame.incomplete", frame=relpath, reason=header.reason, note="next time")
         return f"still arriving: {header.reason}", header
-    outcome = record(ledger, source, Entry(relpath, *version), header, max_frame_mb=max_frame_mb)
+    outcome = record(ledger, source, Version(relpath, *version), header, max_frame_mb=max_frame_mb)
     return outcome or "known", header
 
 
@@ -97,6 +97,6 @@ def _reject(ledger: Ledger, source: Source, version: Version, reason: str) -> st
     if not ledger.add_rejected(version, reason):
         return None
     log.warning(
-        "frame.rejected", frame=version.name, path=source.path_of(version.name), reason=reason
+        "frame.rejected", frame=version.relpath, path=source.path_of(version.relpath), reason=reason
     )
     return "rejected"

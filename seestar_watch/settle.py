@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.fitsheader import HeaderRead, Status, read_header_of
 from seestar_watch.log import Repeats, get_logger
-from seestar_watch.sources import Entry, Source, Stamp
+from seestar_watch.sources import Source, Stamp, Version
 
 log = get_logger("seestar_watch.settle")
 MAX_REMEMBERED = 100_000  # versions remembered to report each once; ~10 nights of frames
@@ -151,10 +151,10 @@ class GaveUp:
     status: Status  # INCOMPLETE, or UNAVAILABLE (the share's fault, not the frame's)
     reason: str
     waited: float
-    entry: Entry | None  # the version given up on, when one was seen
+    entry: Version | None  # the version given up on, when one was seen
 
 
-OnSettled = Callable[[Entry, HeaderRead], None]  # the version that arrived, and its header
+OnSettled = Callable[[Version, HeaderRead], None]  # the version that arrived, and its header
 OnGaveUp = Callable[[GaveUp], None]
 
 
@@ -225,7 +225,7 @@ class Settle:
             return None
         if self._reported.get(relpath) != version:
             _remember(self._reported, relpath, version)
-            self._on_settled(Entry(relpath, *version), header)
+            self._on_settled(Version(relpath, *version), header)
         return None
 
     def _retry(
@@ -257,7 +257,7 @@ class Settle:
         entry = None
         if seen is not None:
             _remember(self._reported, relpath, seen)
-            entry = Entry(relpath, *seen)
+            entry = Version(relpath, *seen)
         if not self._stopped.is_set():
             self._on_gave_up(GaveUp(relpath, status, reason, now - since, entry))
         return None

@@ -16,7 +16,7 @@ from seestar_watch.config import SMB_SCHEME, ObserverKind, parse_smb_url
 from seestar_watch.fitsheader import HeaderRead, Status
 from seestar_watch.log import get_logger
 from seestar_watch.settle import GaveUp, Settle
-from seestar_watch.sources import Entry, Source, source_at
+from seestar_watch.sources import Source, Version, source_at
 
 log = get_logger("seestar_watch.watcher")
 
@@ -112,7 +112,7 @@ class ImageWatcher:
         if relpath is not None and self.source.wanted(relpath.rpartition(os.sep)[2]):
             self._settle.touch(relpath)
 
-    def _settled(self, entry: Entry, header: HeaderRead) -> None:
+    def _settled(self, entry: Version, header: HeaderRead) -> None:
         path = self.source.path_of(entry.relpath)
         if header.status is Status.INVALID:
             log.warning("frame.header_unreadable", path=path, reason=header.reason)

@@ -91,5 +91,5 @@ class Worker:
             state = self.processor.process(frame)
             with self._lock:
                 self.failed += state == "failed"
-                self.last_frame = f"{frame.version.name.rpartition('/')[2]} {state}"
+                self.last_frame = f"{frame.version.relpath.rpartition('/')[2]} {state}"
             yield frame, state

@@ -259,7 +259,7 @@ def test_a_reason_from_a_result_is_shown_escaped(tmp_path: Path) -> None:
     hostile = {**MEASURED, "mag": None, "reason": "\x1b[2J\x1b]0;owned\x07 target not in field"}
     with Ledger.exclusive(scope.ledger) as ledger:
         for n, result in enumerate([MEASURED, hostile]):
-            ledger.add_pending(Version(b"V_sub/%d.fit" % n, 100, n), {"OBJECT": "RR Lyr"})
+            ledger.add_pending(Version(f"V_sub/{n}.fit", 100, n), {"OBJECT": "RR Lyr"})
             frame = ledger.claim_next()
             assert frame is not None
             ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)

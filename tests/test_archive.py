@@ -20,7 +20,7 @@ def archive_copy(source: str, root: Path, relpath: str, version: object) -> Path
 
 
 def version_of(root: str, path: str, size: int, mtime_ns: int) -> Version:
-    return Version(os.fsencode(os.path.relpath(path, root)), size, mtime_ns)
+    return Version(os.path.relpath(path, root), size, mtime_ns)
 
 
 def source_file(tmp_path: Path, content: bytes, name: str = "M 42_sub/a.fit") -> tuple[Path, str]:

@@ -125,7 +125,7 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path: Path) 
         f"state:\n  path: {tmp_path / 'ledger.sqlite3'}\n"
     )
     with Ledger.exclusive(tmp_path / "ledger.sqlite3") as ledger:  # a long night's rows
-        ledger.record_baseline(Version(f"M 42_sub/{n}.fit".encode(), 1, n) for n in range(20000))
+        ledger.record_baseline(Version(f"M 42_sub/{n}.fit", 1, n) for n in range(20000))
     for args in (["export", "--csv"], ["check-config"], ["status", "--limit", "5000"]):
         command = [sys.executable, "-m", "seestar_watch", *args, "-c", str(config)]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:

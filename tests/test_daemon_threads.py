@@ -28,7 +28,7 @@ class _Failing:
 
 
 def test_failures_counted_by_many_workers_at_once_are_all_counted() -> None:
-    frame = Frame(1, Version(b"M 42_sub/a.fit", 1, 1), {}, 1, None)
+    frame = Frame(1, Version("M 42_sub/a.fit", 1, 1), {}, 1, None)
     worker = Worker(_Failing(), threading.Event())  # type: ignore[arg-type]
     workers, each = 4, 200
 
@@ -63,14 +63,14 @@ def test_failures_counted_by_many_workers_at_once_are_all_counted() -> None:
 def test_a_worker_waits_when_there_is_nothing_and_stops_when_told() -> None:
     stopping = threading.Event()
     worker = Worker(_Failing(), stopping)  # type: ignore[arg-type]
-    frames = [Frame(n, Version(b"f%d.fit" % n, 1, n), {}, 1, None) for n in range(3)]
+    frames = [Frame(n, Version(f"f{n}.fit", 1, n), {}, 1, None) for n in range(3)]
     queue = list(frames)
     waits = []
 
     def wait() -> bool:  # the second time there is nothing to claim, a stop comes
         waits.append(len(queue))
         if len(waits) == 1:
-            queue.append(Frame(9, Version(b"late.fit", 1, 9), {}, 1, None))
+            queue.append(Frame(9, Version("late.fit", 1, 9), {}, 1, None))
         else:
             stopping.set()
         return True

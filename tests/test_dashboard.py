@@ -60,7 +60,7 @@ def fill(ledger: Ledger, frames: list[tuple[str, str, dict[str, Any] | None]]) -
     """(name, final state, result) rows, as the daemon would leave them."""
     for n, (name, state, result) in enumerate(frames):
         header = {"OBJECT": "M 42", "DATE-OBS": f"2026-11-23T22:{n:02d}:00", "EXPTIME": 10.0}
-        ledger.add_pending(Version(f"M 42_sub/{name}".encode(), 100, n), header)
+        ledger.add_pending(Version(f"M 42_sub/{name}", 100, n), header)
         frame = ledger.claim_next()
         assert frame is not None
         code = 0 if state == "done" else 3
@@ -130,7 +130,7 @@ def test_api_frames_pages_through_a_night_with_its_cursor(
 def test_metrics_in_the_prometheus_text_format(served: tuple[int, Ledger, Path]) -> None:
     port, ledger, _ = served
     fill(ledger, [("a.fit", "done", None), ("b.fit", "done", None), ("c.fit", "failed", None)])
-    ledger.add_pending(Version(b"d.fit", 1, 1), {})
+    ledger.add_pending(Version("d.fit", 1, 1), {})
     status, headers, body = get(port, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=")
     samples = {

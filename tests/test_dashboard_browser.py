@@ -173,13 +173,13 @@ def test_the_charts_keep_to_the_night_the_frames_were_taken_in(
     scope = Scope(tmp_path)
     with Ledger.exclusive(scope.ledger) as ledger:  # two nights a year apart, both run tonight
         for n, taken in enumerate(["2025-03-26T21:20:46"] * 3 + ["2026-11-23T22:00:00"] * 5):
-            name = f"M 94_sub/Light_{n}.fit".encode()
+            name = f"M 94_sub/Light_{n}.fit"
             ledger.add_pending(Version(name, 100, n), {"OBJECT": "M 94", "DATE-OBS": taken})
             frame = ledger.claim_next()
             assert frame is not None
             result = {"fwhm_px": 4.0 + n / 10, "fwhm_arcsec": 9.5 + n / 4, "snr": 3.0 + n}
             ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)
-        ledger.add_pending(Version(b"M 94_sub/bad.fit", 100, 99), {"DATE-OBS": "2026-11-23T23:00"})
+        ledger.add_pending(Version("M 94_sub/bad.fit", 100, 99), {"DATE-OBS": "2026-11-23T23:00"})
         bad = ledger.claim_next()
         assert bad is not None
         ledger.finish(bad.id, "failed", exit_code=3, reason="exit code 3: no stars")
@@ -269,9 +269,7 @@ def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_pha
         for n, (name, result) in enumerate(frames):
             start = datetime(1970, 1, 1) + timedelta(days=result["jd"] - 2440587.5 - 5 / 86400)
             taken = start.isoformat(timespec="seconds")  # DATE-OBS: the start, UTC
-            ledger.add_pending(
-                Version(name.encode(), 100, n), {"OBJECT": "RR Lyr", "DATE-OBS": taken}
-            )
+            ledger.add_pending(Version(name, 100, n), {"OBJECT": "RR Lyr", "DATE-OBS": taken})
             frame = ledger.claim_next()
             assert frame is not None
             ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result=result)

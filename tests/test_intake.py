@@ -56,7 +56,7 @@ class Running:
         return self
 
     def state_of(self, relpath: str) -> str | None:
-        return self.ledger.latest_state(relpath.encode())
+        return self.ledger.latest_state(relpath)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def ledger(tmp_path: Path) -> Ledger:
     opened.close()
 
 
-def v(name: bytes, size: int = 100, mtime: int = 1) -> Version:
+def v(name: str, size: int = 100, mtime: int = 1) -> Version:
     return Version(name, size, mtime)
 
 
@@ -31,29 +32,31 @@ def test_created_with_wal_full_sync_and_a_schema_version(ledger: Ledger) -> None
 
 
 def test_any_bytes_round_trip_as_a_path(ledger: Ledger) -> None:
-    name = b"M 42_sub/caf\xe9\xff\n$(x).fit"
-    assert ledger.add_pending(v(name), {"OBJECT": "M 42"})
+    name = b"M 42_sub/caf\xe9\xff\n$(x).fit"  # not UTF-8: its bytes ride as surrogate escapes
+    assert ledger.add_pending(v(os.fsdecode(name)), {"OBJECT": "M 42"})
+    (stored,) = ledger.read("SELECT relpath FROM frames")
+    assert stored == (name,)  # the ledger holds the name's own bytes
     frame = ledger.claim_next()
-    assert frame is not None and frame.version.relpath == name
+    assert frame is not None and os.fsencode(frame.version.relpath) == name
     assert frame.header == {"OBJECT": "M 42"} and frame.attempts == 1
 
 
 def test_a_version_is_recorded_once_and_a_new_version_is_new(ledger: Ledger) -> None:
-    assert ledger.add_pending(v(b"a.fit"), {})
-    assert not ledger.add_pending(v(b"a.fit"), {})
-    assert ledger.add_pending(v(b"a.fit", size=200), {})
-    assert ledger.add_pending(v(b"a.fit", mtime=2), {})
+    assert ledger.add_pending(v("a.fit"), {})
+    assert not ledger.add_pending(v("a.fit"), {})
+    assert ledger.add_pending(v("a.fit", size=200), {})
+    assert ledger.add_pending(v("a.fit", mtime=2), {})
     assert History(ledger).counts()["pending"] == 3
 
 
 def test_frames_are_claimed_in_arrival_order_and_retries_wait(ledger: Ledger) -> None:
-    for name in (b"1.fit", b"2.fit", b"3.fit"):
+    for name in ("1.fit", "2.fit", "3.fit"):
         ledger.add_pending(v(name), {})
     first = ledger.claim_next()
-    assert first is not None and first.version.relpath == b"1.fit"
+    assert first is not None and first.version.relpath == "1.fit"
     ledger.retry_later(first.id, 60, exit_code=1, duration=0.1, reason="exit code 1")
     claimed = [ledger.claim_next(), ledger.claim_next(), ledger.claim_next()]
-    assert [f.version.relpath if f else None for f in claimed] == [b"2.fit", b"3.fit", None]
+    assert [f.version.relpath if f else None for f in claimed] == ["2.fit", "3.fit", None]
     due = ledger.seconds_until_due()
     assert due is not None and 55 < due <= 60
 
@@ -61,7 +64,7 @@ def test_frames_are_claimed_in_arrival_order_and_retries_wait(ledger: Ledger) ->
 def test_running_rows_go_back_to_pending_at_start(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     ledger = Ledger.open(path)
-    ledger.add_pending(v(b"a.fit"), {})
+    ledger.add_pending(v("a.fit"), {})
     assert ledger.claim_next() is not None
     ledger._db.close()  # as if killed: no cleanup
     again = Ledger.open(path)
@@ -71,7 +74,7 @@ def test_running_rows_go_back_to_pending_at_start(tmp_path: Path) -> None:
 
 
 def test_release_does_not_count_the_interrupted_attempt(ledger: Ledger) -> None:
-    ledger.add_pending(v(b"a.fit"), {})
+    ledger.add_pending(v("a.fit"), {})
     frame = ledger.claim_next()
     assert frame is not None
     ledger.release(frame.id)
@@ -80,19 +83,19 @@ def test_release_does_not_count_the_interrupted_attempt(ledger: Ledger) -> None:
 
 
 def test_retry_failed_all_or_by_path(ledger: Ledger) -> None:
-    for name in (b"a.fit", b"b.fit"):
+    for name in ("a.fit", "b.fit"):
         ledger.add_pending(v(name), {})
         frame = ledger.claim_next()
         assert frame is not None
         ledger.finish(frame.id, "failed", exit_code=1)
-    assert ledger.retry_failed([b"b.fit", b"nothing.fit"]) == 1
+    assert ledger.retry_failed(["b.fit", "nothing.fit"]) == 1
     assert ledger.retry_failed() == 1
     assert History(ledger).counts()["pending"] == 2
 
 
 def test_baseline_only_once(ledger: Ledger) -> None:
     assert ledger.is_new()
-    assert ledger.record_baseline([v(b"old.fit")]) == 1
+    assert ledger.record_baseline([v("old.fit")]) == 1
     assert not ledger.is_new()
     assert History(ledger).counts()["skipped"] == 1
 
@@ -130,7 +133,7 @@ def test_the_lock_admits_one_holder(tmp_path: Path) -> None:
 
 
 def test_readonly_open_reads_while_a_writer_holds_it(ledger: Ledger) -> None:
-    ledger.add_pending(v(b"a.fit"), {})
+    ledger.add_pending(v("a.fit"), {})
     reader = Ledger.open(ledger.path, readonly=True)
     assert History(reader).counts()["pending"] == 1
     assert History(reader).recent(5)[0].relpath == "a.fit"
@@ -140,7 +143,7 @@ def test_readonly_open_reads_while_a_writer_holds_it(ledger: Ledger) -> None:
 def test_a_retry_stored_before_the_clock_stepped_back_is_due_now(ledger: Ledger) -> None:
     # NTP corrects a Raspberry Pi without a real-time clock: an hour back. A retry stored
     # "5 s from now" before the step now looks due in an hour and 5 s.
-    ledger.add_pending(v(b"a.fit"), {})
+    ledger.add_pending(v("a.fit"), {})
     first = ledger.claim_next()
     assert first is not None
     ledger.retry_later(first.id, 5 + 3600, exit_code=1, duration=0.1, reason="exit code 1")
@@ -152,7 +155,7 @@ def test_a_retry_stored_before_the_clock_stepped_back_is_due_now(ledger: Ledger)
 
 
 def test_a_retry_due_within_the_longest_delay_still_waits(ledger: Ledger) -> None:
-    ledger.add_pending(v(b"a.fit"), {})
+    ledger.add_pending(v("a.fit"), {})
     first = ledger.claim_next()
     assert first is not None
     ledger.retry_later(first.id, 50, exit_code=1, duration=0.1, reason="exit code 1")
@@ -184,8 +187,8 @@ def test_a_ledger_of_schema_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     ledger = Ledger.open(path)
     try:
         assert History(ledger).counts()["done"] == 1
-        assert ledger.knows(v(b"a.fit", 1, 2))
-        ledger.add_pending(v(b"b.fit"), {})
+        assert ledger.knows(v("a.fit", 1, 2))
+        ledger.add_pending(v("b.fit"), {})
         frame = ledger.claim_next()
         assert frame is not None
         ledger.set_pid(frame.id, 12345, 1.5)
@@ -215,7 +218,7 @@ def test_a_ledger_of_schema_2_gets_results_and_is_read_as_it_is_until_then(
         assert row.result is None and row.object == "M 94"
     ledger = Ledger.open(path)
     try:
-        ledger.add_pending(v(b"b.fit"), {})
+        ledger.add_pending(v("b.fit"), {})
         frame = ledger.claim_next()
         assert frame is not None
         ledger.finish(frame.id, "done", exit_code=0, duration=1.0, result={"stars": 12})
@@ -228,7 +231,7 @@ def test_frames_changed_since_a_cursor_continue_exactly_where_the_last_page_ende
     ledger: Ledger,
 ) -> None:
     for n in range(5):
-        ledger.add_pending(v(f"{n}.fit".encode()), {"OBJECT": f"T{n}", "DATE-OBS": "2024-05-04"})
+        ledger.add_pending(v(f"{n}.fit"), {"OBJECT": f"T{n}", "DATE-OBS": "2024-05-04"})
     db = sqlite3.connect(ledger.path)
     db.execute("UPDATE frames SET updated_at = 100.0")  # all in the same instant
     db.commit()
@@ -244,7 +247,7 @@ def test_frames_changed_since_a_cursor_continue_exactly_where_the_last_page_ende
 def test_a_header_sqlite_cannot_read_shows_blanks_instead_of_breaking_every_query(
     ledger: Ledger,
 ) -> None:
-    ledger.add_pending(v(b"nan.fit"), {"OBJECT": "M 31", "EXPTIME": float("nan")})
+    ledger.add_pending(v("nan.fit"), {"OBJECT": "M 31", "EXPTIME": float("nan")})
     (row,) = History(ledger).recent(5)
     assert row.object is None and row.relpath == "nan.fit"
     assert ledger.claim_next() is not None  # the header itself is kept whole
@@ -252,7 +255,7 @@ def test_a_header_sqlite_cannot_read_shows_blanks_instead_of_breaking_every_quer
 
 def test_duration_counts_are_a_histogram_of_the_runs(ledger: Ledger) -> None:
     for n, duration in enumerate([0.5, 2.0, 30.0]):
-        ledger.add_pending(v(f"{n}.fit".encode()), {})
+        ledger.add_pending(v(f"{n}.fit"), {})
         frame = ledger.claim_next()
         assert frame is not None
         ledger.finish(frame.id, "done", exit_code=0, duration=duration)

@@ -7,8 +7,8 @@ callable. The local folder (watchdog events or polling, and the mount table) is
 the first kind; nothing above a source assumes a local path: the header reader,
 the settle step and the archive copy read through it.
 
-The types a source produces live here: `Entry` (a frame as a listing sees it),
-`Version` (what the ledger records), `ShareState` (is it there?).
+The types a source produces live here: `Version` (a frame as a listing sees it and as the
+ledger records it), `Stamp` (what tells two versions apart), `ShareState` (is it there?).
 """
 
 from __future__ import annotations
@@ -81,17 +81,14 @@ class Stamp(NamedTuple):
 
 @dataclass(frozen=True)
 class Version:
-    """One version of a frame: its path below the source's root (raw bytes of the name,
-    so names that are not UTF-8 round-trip exactly), size and modification time."""
+    """One version of a frame, as a listing or a look at one path sees it and as the ledger
+    records it: its path below the source's root, size and modification time. The path is
+    text; a name that is not UTF-8 keeps its bytes as surrogate escapes (os.fsdecode), so it
+    round-trips exactly into the ledger, which stores the bytes (`key`)."""
 
-    relpath: bytes
+    relpath: str
     size: int
     mtime_ns: int
-
-    @property
-    def name(self) -> str:
-        """The relative path as text, undecodable bytes escaped as on the file system."""
-        return os.fsdecode(self.relpath)
 
     @property
     def stamp(self) -> Stamp:
@@ -112,30 +109,13 @@ class Version:
 
     @property
     def key(self) -> tuple[bytes, int, int]:
-        """(relpath, size, mtime_ns) as the ledger stores them: clamped into 64 bits, so a
-        version out of range is still recorded (rejected) and found again."""
-        return self.relpath, _int64(self.size), _int64(self.mtime_ns)
+        """(relpath as bytes, size, mtime_ns) as the ledger stores them: clamped into 64
+        bits, so a version out of range is still recorded (rejected) and found again."""
+        return os.fsencode(self.relpath), _int64(self.size), _int64(self.mtime_ns)
 
 
 def _int64(value: int) -> int:
     return min(max(value, INT64_MIN), INT64_MAX)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A regular file as a listing or a look at one path sees it."""
-
-    relpath: str
-    size: int
-    mtime_ns: int
-
-    @property
-    def version(self) -> Version:
-        return Version(os.fsencode(self.relpath), self.size, self.mtime_ns)
-
-    @property
-    def stamp(self) -> Stamp:
-        return Stamp(self.size, self.mtime_ns)
 
 
 class Availability(Enum):
@@ -195,10 +175,10 @@ class Source(Protocol):
     def relpath_of(self, path: str) -> str | None:
         """The inverse of path_of; None when `path` lies outside the source."""
 
-    def list_frames(self) -> Iterator[Entry]:
+    def list_frames(self) -> Iterator[Version]:
         """Every regular file with a wanted name; raises OSError rather than half a list."""
 
-    def stat(self, relpath: str) -> Entry | None:
+    def stat(self, relpath: str) -> Version | None:
         """What `relpath` is now: a regular file, or None (a folder, a link, a FIFO...).
         Raises FileNotFoundError when it is gone."""
 

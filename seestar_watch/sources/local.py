@@ -29,9 +29,9 @@ from seestar_watch.log import get_logger
 from seestar_watch.sources import (
     MAX_DEPTH,
     Availability,
-    Entry,
     OnChange,
     ShareState,
+    Version,
     frame_filter,
     name_problem,
 )
@@ -88,7 +88,7 @@ class LocalSource:
 
     # -- what is there ------------------------------------------------------------
 
-    def list_frames(self) -> Iterator[Entry]:
+    def list_frames(self) -> Iterator[Version]:
         """Every regular file below root whose name is wanted.
 
         A sub-folder that vanished or cannot be read is skipped; an unreadable root, or
@@ -117,13 +117,13 @@ class LocalSource:
             if self.recursive and depth < MAX_DEPTH:
                 folders += [(path, depth + 1) for path in listed.subfolders]
             for path, info in listed.frames:
-                yield Entry(os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns)
+                yield Version(os.path.relpath(path, self.root), info.st_size, info.st_mtime_ns)
 
-    def stat(self, relpath: str) -> Entry | None:
+    def stat(self, relpath: str) -> Version | None:
         info = os.lstat(self.path_of(relpath))
         if not stat.S_ISREG(info.st_mode):
             return None  # FIFOs, symlinks, devices, folders: never opened, never reported
-        return Entry(relpath, info.st_size, info.st_mtime_ns)
+        return Version(relpath, info.st_size, info.st_mtime_ns)
 
     def open(self, relpath: str) -> LocalFrame:
         return LocalFrame(self.path_of(relpath))

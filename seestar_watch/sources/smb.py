@@ -28,7 +28,7 @@ import smbclient
 
 from seestar_watch.config import SmbUrl
 from seestar_watch.log import get_logger
-from seestar_watch.sources import Availability, Entry, OnChange, ShareState, Stamp, frame_filter
+from seestar_watch.sources import Availability, OnChange, ShareState, Stamp, Version, frame_filter
 from seestar_watch.sources.smbconnection import SmbClient
 from seestar_watch.sources.smbnotify import Hearing, Notifications, accepts_notifications
 from seestar_watch.sources.smbshares import list_shares
@@ -153,18 +153,18 @@ class SmbSource:
 
     # -- what is there ----------------------------------------------------------
 
-    def list_frames(self) -> Iterator[Entry]:
+    def list_frames(self) -> Iterator[Version]:
         """One directory query per folder; raises OSError rather than half a list."""
         listing = self.tree.frames()
         self.hearing.listed(listing)
         for relpath, version in listing.items():
-            yield Entry(relpath, version.size, version.mtime_ns)
+            yield Version(relpath, version.size, version.mtime_ns)
 
-    def stat(self, relpath: str) -> Entry | None:
+    def stat(self, relpath: str) -> Version | None:
         info = self.tree.look(relpath)
         if not stat.S_ISREG(info.st_mode):
             return None
-        return Entry(relpath, info.st_size, info.st_mtime_ns)
+        return Version(relpath, info.st_size, info.st_mtime_ns)
 
     def open(self, relpath: str) -> SmbFrame:
         return SmbFrame(self.tree, relpath)
