@@ -31,7 +31,6 @@ from seestar_watch.config.sections import (
     parse_listen,
     parse_position,
 )
-from seestar_watch.config.smburl import SMB_SCHEME, SmbUrl, parse_smb_url
 from seestar_watch.config.summary import describe, url_host
 from seestar_watch.config.yamlfile import (
     CONFIG_ENV,
@@ -41,6 +40,7 @@ from seestar_watch.config.yamlfile import (
     parse_yaml,
 )
 from seestar_watch.errors import ConfigError  # raised by the loading, as it always was
+from seestar_watch.sources.smburl import SMB_SCHEME, SmbUrl, parse_smb_url  # read here, kept there
 
 __all__ = [
     "CONFIG_ENV",

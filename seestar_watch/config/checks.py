@@ -12,7 +12,7 @@ from dataclasses import MISSING, field
 from pathlib import Path
 from typing import Any, Literal
 
-from seestar_watch.config.smburl import SMB_SCHEME, parse_smb_url
+from seestar_watch.sources.smburl import SMB_SCHEME, parse_smb_url
 
 ObserverKind = Literal["auto", "native", "polling"]
 

@@ -18,8 +18,8 @@ from seestar_watch.config.sections import (
     Config,
     WatcherConfig,
 )
-from seestar_watch.config.smburl import SmbUrl
 from seestar_watch.errors import ConfigError
+from seestar_watch.sources.smburl import SmbUrl
 
 Section = TypeVar("Section")
 

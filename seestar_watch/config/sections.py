@@ -29,7 +29,7 @@ from seestar_watch.config.checks import (
     text,
     watch_location,
 )
-from seestar_watch.config.smburl import SmbUrl
+from seestar_watch.sources.smburl import SmbUrl
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from seestar_watch.config.sections import AlertsConfig, Config, WatcherConfig
-from seestar_watch.config.smburl import SmbUrl
+from seestar_watch.sources.smburl import SmbUrl
 
 
 def _alerts_summary(alerts: AlertsConfig) -> str:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from seestar_watch.sources.mounts import Mount
 
 if TYPE_CHECKING:
-    from seestar_watch.config import ObserverKind, SmbUrl, WatcherConfig
+    from seestar_watch.config import ObserverKind, WatcherConfig
+    from seestar_watch.sources.smburl import SmbUrl
 
 OnChange = Callable[[str], object]  # a relative path something happened to
 FITS_SUFFIXES = (".fits", ".fit")
@@ -222,8 +223,8 @@ def source_at(
     smb_timeout: float = 10.0,
 ) -> Source:
     """A local folder, or an SMB share's folder read with no mount (an SmbUrl)."""
-    from seestar_watch.config import SmbUrl
     from seestar_watch.sources.local import LocalSource
+    from seestar_watch.sources.smburl import SmbUrl
 
     if isinstance(location, SmbUrl):
         from seestar_watch.sources.smb import SmbSource  # smbprotocol: only when used

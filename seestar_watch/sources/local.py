@@ -21,9 +21,8 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from seestar_watch.config import ObserverKind
 from seestar_watch.errors import SHARE_ERRNOS
 from seestar_watch.log import get_logger
 from seestar_watch.sources import (
@@ -49,6 +48,9 @@ from seestar_watch.sources.poller import (
     repeats_an_ancestor,
     split_entries,
 )
+
+if TYPE_CHECKING:
+    from seestar_watch.config import ObserverKind
 
 log = get_logger("seestar_watch.sources.local")
 

@@ -13,8 +13,10 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from seestar_watch.config import ObserverKind
+if TYPE_CHECKING:
+    from seestar_watch.config import ObserverKind
 
 MOUNTINFO = "/proc/self/mountinfo"
 

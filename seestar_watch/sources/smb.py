@@ -26,13 +26,13 @@ from collections.abc import Iterator
 
 import smbclient
 
-from seestar_watch.config import SmbUrl
 from seestar_watch.log import get_logger
 from seestar_watch.sources import Availability, OnChange, ShareState, Stamp, Version, frame_filter
 from seestar_watch.sources.smbconnection import SmbClient
 from seestar_watch.sources.smbnotify import Hearing, Notifications, accepts_notifications
 from seestar_watch.sources.smbshares import list_shares
 from seestar_watch.sources.smbtree import SmbTree
+from seestar_watch.sources.smburl import SmbUrl
 
 log = get_logger("seestar_watch.sources.smb")
 
@@ -138,7 +138,7 @@ class SmbSource:
         return self.url.url_of(relpath)
 
     def relpath_of(self, path: str) -> str | None:
-        from seestar_watch.config import parse_smb_url
+        from seestar_watch.sources.smburl import parse_smb_url
 
         try:
             given = parse_smb_url(path)

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from seestar_watch.config import SmbUrl
 from seestar_watch.log import get_logger
 from seestar_watch.sources.smb import SmbSource
 from seestar_watch.sources.smbconnection import first_line
 from seestar_watch.sources.smbshares import list_shares
+from seestar_watch.sources.smburl import SmbUrl
 
 log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")

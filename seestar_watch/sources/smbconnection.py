@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import smbclient
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError
 
-from seestar_watch.config import SmbUrl
 from seestar_watch.log import get_logger
+from seestar_watch.sources.smburl import SmbUrl
 
 log = get_logger("seestar_watch.sources.smb")
 T = TypeVar("T")
