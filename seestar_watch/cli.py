@@ -72,11 +72,11 @@ def _quiet_stdout() -> None:
 def load(config_path: Path | None, *, verbose: bool = False) -> Config:
     """Find and load the config, and set up logging from it (`verbose`: every record, with
     all its facts, on a terminal too)."""
-    from seestar_watch import log
+    from seestar_watch import terminal
     from seestar_watch.config import find_config_file, load_config
 
     config = load_config(find_config_file(config_path))
-    log.configure(config.logging.format, config.logging.level, verbose=verbose)
+    terminal.configure(config.logging.format, config.logging.level, verbose=verbose)
     return config
 
 

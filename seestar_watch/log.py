@@ -1,10 +1,10 @@
-"""Logging: records through the standard `logging` module, rendered by structlog.
+"""Logging: records through the standard `logging` module, shaped by structlog.
 
 Library code (ImageWatcher used from a script included) logs through loggers named
 `seestar_watch.*` of the standard `logging` module, so `logging.basicConfig(...)` or
 pytest's `caplog` sees every record; the event name is the message and the context
-rides along as the record's attributes. The command line's `configure` renders those
-records with structlog: console on a terminal, JSON lines otherwise.
+rides along as the record's attributes. The command line renders those records
+(terminal.configure): readable lines on a terminal, JSON lines otherwise.
 
 File names on a guest share are untrusted: a newline in one must never start a
 second log record. JSON escapes them by itself; for the console every string
@@ -14,10 +14,8 @@ value with a character that is not printable is shown escaped, on one line.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import MutableMapping
-from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
@@ -67,14 +65,7 @@ class Repeats:
         return said
 
 
-def _escape_strings(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key, value in event.items():
-        if isinstance(value, str) and key != "exception":
-            event[key] = escape(value)
-    return event
-
-
-def _drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def drop_none(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """`reason=None` says nothing: a key with no value is left out of the line."""
     for key in [key for key, value in event.items() if value is None]:
         del event[key]
@@ -135,83 +126,10 @@ def get_logger(name: str) -> Any:
         logging.getLogger(name),
         processors=[
             structlog.stdlib.filter_by_level,
-            _drop_none,
+            drop_none,
             _clear_of_record_attributes,
             _to_record,
         ],
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-
-
-def _bare_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """For our rendering: the event's name alone (its facts are the record's attributes)."""
-    record = event.get("_record")
-    if record is not None and isinstance(record.msg, Event):
-        event["event"] = record.msg.name
-    return event
-
-
-def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Local time with its offset from UTC: a log read in another zone, or across a change
-    of summer time, still says when."""
-    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
-    return event
-
-
-def configure(
-    fmt: str = "auto", level: str = "info", stream: TextIO | None = None, *, verbose: bool = False
-) -> None:
-    """Set up structlog (and stdlib logging, which watchdog uses) for the command line.
-
-    `fmt` is auto | lines | console | json: `lines` is one readable line per frame and
-    warnings; `console` every record with all its facts; auto means lines on a terminal
-    (console with `verbose`), JSON lines otherwise (journald, files).
-    """
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = ("console" if verbose else "lines") if stream.isatty() else "json"
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        _drop_none,
-        structlog.processors.add_log_level,
-        _timestamp,
-    ]
-    renderer: list[Any]
-    if fmt == "json":
-        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    elif fmt == "lines":
-        from seestar_watch.terminal import render_line
-
-        renderer = [structlog.processors.format_exc_info, render_line]
-    else:
-        renderer = [_escape_strings, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
-    structlog.configure(
-        processors=shared + renderer,
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
-    )
-    # seestar_watch's own records (their context is in the record's extra attributes),
-    # and watchdog's inotify overflows and failed polls, are rendered the same way, so a
-    # JSON log stays pure JSON lines.
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
-            foreign_pre_chain=[
-                _bare_event,
-                structlog.stdlib.add_logger_name,
-                structlog.stdlib.ExtraAdder(),
-                *shared[1:],
-            ],
-        )
-    )
-    if fmt == "lines":
-        from seestar_watch.terminal import shown
-
-        handler.addFilter(shown)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(max(LEVELS[level], logging.WARNING))  # other libraries: warnings and up
-    logging.getLogger("seestar_watch").setLevel(LEVELS[level])

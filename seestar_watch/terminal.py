@@ -7,16 +7,22 @@ warning and error, each on one line, names escaped:
 
     21:20:46  settled   M 94_sub/Light_M 94_10.0s_IRCUT_20250326-212046.fit
     21:20:48  done      M 94_sub/Light_M 94_10.0s_IRCUT_20250326-212046.fit  1.2 s  stars=41
+
+`configure` sets up the command line's rendering of every record: those lines, every record
+with its facts (`console`), or JSON lines.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, MutableMapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
-from seestar_watch.log import Event, escape
+import structlog
+
+from seestar_watch.log import LEVELS, Event, drop_none, escape
 from seestar_watch.results import useful_fields
 
 Line = Callable[[MutableMapping[str, Any]], str]
@@ -107,3 +113,82 @@ def _generic(event: MutableMapping[str, Any]) -> str:
         if key not in QUIET and key != "exception" and value is not None
     )
     return f"{level:<9} {escape(str(event.get('event')))}  {facts}".rstrip()
+
+
+# -- the command line's rendering of every record -------------------------------------
+
+
+def _escape_strings(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = escape(value)
+    return event
+
+
+def _bare_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For our rendering: the event's name alone (its facts are the record's attributes)."""
+    record = event.get("_record")
+    if record is not None and isinstance(record.msg, Event):
+        event["event"] = record.msg.name
+    return event
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Local time with its offset from UTC: a log read in another zone, or across a change
+    of summer time, still says when."""
+    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    return event
+
+
+def configure(
+    fmt: str = "auto", level: str = "info", stream: TextIO | None = None, *, verbose: bool = False
+) -> None:
+    """Set up structlog (and stdlib logging, which watchdog uses) for the command line.
+
+    `fmt` is auto | lines | console | json: `lines` is one readable line per frame and
+    warnings; `console` every record with all its facts; auto means lines on a terminal
+    (console with `verbose`), JSON lines otherwise (journald, files).
+    """
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = ("console" if verbose else "lines") if stream.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        drop_none,
+        structlog.processors.add_log_level,
+        _timestamp,
+    ]
+    renderer: list[Any]
+    if fmt == "json":
+        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    elif fmt == "lines":
+        renderer = [structlog.processors.format_exc_info, render_line]
+    else:
+        renderer = [_escape_strings, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    structlog.configure(
+        processors=shared + renderer,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # seestar_watch's own records (their context is in the record's extra attributes),
+    # and watchdog's inotify overflows and failed polls, are rendered the same way, so a
+    # JSON log stays pure JSON lines.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            foreign_pre_chain=[
+                _bare_event,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *shared[1:],
+            ],
+        )
+    )
+    if fmt == "lines":
+        handler.addFilter(shown)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(LEVELS[level], logging.WARNING))  # other libraries: warnings and up
+    logging.getLogger("seestar_watch").setLevel(LEVELS[level])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import structlog
 
-from seestar_watch import log
+from seestar_watch import log, terminal
 
 
 def render(fmt: str, **values: object) -> str:
     stream = io.StringIO()
-    log.configure(fmt, "info", stream)
+    terminal.configure(fmt, "info", stream)
     try:
         structlog.get_logger().info("frame.settled", **values)
         logging.getLogger("watchdog.observers.inotify_c").warning("queue overflow")
@@ -48,7 +48,7 @@ def test_json_lines_with_stdlib_records_too() -> None:
 
 def test_levels_filter() -> None:
     stream = io.StringIO()
-    log.configure("json", "warning", stream)
+    terminal.configure("json", "warning", stream)
     try:
         structlog.get_logger().info("quiet")
         structlog.get_logger().warning("loud")
@@ -60,7 +60,7 @@ def test_levels_filter() -> None:
 
 def test_a_context_key_named_like_a_log_record_attribute_is_kept_not_a_crash() -> None:
     stream = io.StringIO()
-    log.configure("json", "info", stream)
+    terminal.configure("json", "info", stream)
     try:
         log.get_logger("seestar_watch.test").warning("x.happened", process="solver", name="n")
     finally:
