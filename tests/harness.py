@@ -1,17 +1,31 @@
-"""Running the real daemon: config files, a subprocess with JSON logs, and what the pipeline saw."""
+"""Running the real daemon: config files, a subprocess with JSON logs, and what the pipeline saw.
+
+The command line is run in two ways. `run`, `process`, `dashboard`, `demo` and `check-mount`
+are processes of their own (`run_cli`): their signals, the subreaper, the umask, a server, a
+daemon or a forked child (check-mount's bounded look) are the point. Every other command
+is called in this process with click's runner (`invoke`), logging set back as it was
+afterwards: the same command, the same error boundary and exit codes, without starting an
+interpreter each time.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
+from click.testing import CliRunner
 
 from tests.conftest import wait_for
 
@@ -75,8 +89,12 @@ class Scope:
     def run_sources(self) -> list[str]:
         return [run["source"] for run in self.runs()]
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, "-c", str(self.config_path), timeout=timeout)
+    def cli(self, *args: str, timeout: float = 60) -> Ran:
+        """A command with this scope's config: a process for those that need one, else in
+        this process (see the module's docstring)."""
+        if args and args[0] in PROCESS_COMMANDS:
+            return run_cli(*args, "-c", str(self.config_path), timeout=timeout)
+        return invoke(*args, "-c", str(self.config_path))
 
     def start(self, *args: str) -> DaemonProcess:
         return DaemonProcess(self, list(args))
@@ -160,11 +178,49 @@ class DaemonProcess:
         self._log.close()
 
 
+PROCESS_COMMANDS = {"run", "process", "dashboard", "demo", "check-mount"}
+
+
+@dataclass
+class Ran:
+    """What a command did, in-process or not: as subprocess.CompletedProcess says it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
+    """The command line called in this process, with `env` added to ours."""
+    from seestar_watch.cli import cli
+
+    with _logging_kept(), contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(cli, list(args), env=env, prog_name="seestar-watch")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # the error boundary lets nothing out: a bug in the test
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+@contextlib.contextmanager
+def _logging_kept() -> Iterator[None]:
+    """A command sets up logging for its run (handlers on the captured stderr): set it back."""
+    root, ours = logging.getLogger(), logging.getLogger("seestar_watch")
+    handlers, level, our_level = root.handlers[:], root.level, ours.level
+    config = structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        ours.setLevel(our_level)
+        structlog.configure(**config)
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The command line in a process of its own, with `env` added to ours: the one way the
-    tests run `seestar-watch` (the daemon aside, which DaemonProcess follows)."""
+    """The command line in a process of its own, with `env` added to ours (the daemon aside,
+    which DaemonProcess follows)."""
     return subprocess.run(
         [sys.executable, "-m", "seestar_watch", *args],
         capture_output=True,
