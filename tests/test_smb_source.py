@@ -186,41 +186,37 @@ def test_a_server_without_change_notifications_still_gets_every_frame_run(
         assert len(said) == 1  # then listings every poll_interval
 
 
-def run_cli(scope: Scope, *args: str) -> Any:
-    return scope.cli(*args, timeout=60)
-
-
 def test_a_wrong_share_a_wrong_host_and_a_refused_login_each_give_one_clear_line(
     samba: SambaShare, smb: Scope
 ) -> None:
     smb.update(image_watcher={"watch_path": "smb://127.0.0.1/Seestar/MyWorks"})
-    check = run_cli(smb, "check-mount")
+    check = smb.cli("check-mount")
     assert check.returncode == 1
     assert "no share named 'Seestar' on 127.0.0.1" in check.stdout
     assert "use smb://127.0.0.1/EMMC Images/MyWorks" in check.stdout
-    run = run_cli(smb, "run", "--no-wait")
+    run = smb.cli("run", "--no-wait")
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
     assert "no share named 'Seestar'" in run.stderr
 
     smb.update(image_watcher={"watch_path": "smb://no-such-host.invalid/EMMC Images/MyWorks"})
-    check = run_cli(smb, "check-mount")
+    check = smb.cli("check-mount")
     assert check.returncode == 1 and "cannot resolve no-such-host.invalid" in check.stdout
-    run = run_cli(smb, "run", "--no-wait")
+    run = smb.cli("run", "--no-wait")
     assert run.returncode == 1 and "cannot resolve no-such-host.invalid" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
     samba.reconfigure("  map to guest = Never\n  restrict anonymous = 2")
     smb.update(image_watcher={"watch_path": f"{SHARE_URL}/MyWorks"})
-    check = run_cli(smb, "check-mount")
+    check = smb.cli("check-mount")
     assert check.returncode == 1 and "refused the 'guest' login" in check.stdout
-    run = run_cli(smb, "run", "--no-wait")
+    run = smb.cli("run", "--no-wait")
     assert run.returncode == 1 and "refused the 'guest' login" in run.stderr
     assert "Traceback" not in run.stderr + check.stdout + check.stderr
 
 
 def test_check_mount_walks_every_step_and_says_whether_notifications_work(smb: Scope) -> None:
     telescope_writes(server(smb) / "M 42_sub", "a.fit", chunks=1, pause=0)
-    result = run_cli(smb, "check-mount", "--json")
+    result = smb.cli("check-mount", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [check["name"] for check in report["checks"]] == [
