@@ -1,6 +1,7 @@
 """How an SMB share's changes are heard, decided by `Hearing` alone: handed listings and
 the frames notifications named, as the source and its thread hand them. No server is
-needed to judge a server silent: that is the point of the decision having one home."""
+needed to judge a server silent: that is the point of the decision having one home. And
+the source's check, which the tree tells when a listing of the watched folder failed."""
 
 from __future__ import annotations
 
@@ -90,6 +91,17 @@ def test_listings_judge_nothing_before_notifications_are_armed_or_when_listing_o
     assert not polling.silent and polling.reference() == THIRD and not woken.times
 
 
+def test_listings_made_while_no_watch_runs_judge_nothing() -> None:
+    # the share went away and the watch with it: nothing can announce a frame until the next
+    # watch is armed, so the intake's listings meanwhile are no evidence of silence
+    hearing, _ = notifying()
+    hearing.listed(FIRST)
+    hearing.stopped()
+    hearing.listed(SECOND)
+    hearing.listed(THIRD)
+    assert not hearing.silent and hearing.mode == "notify"  # the status still says how
+
+
 def test_a_refusal_means_listings_for_this_watch_and_notifications_asked_for_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -104,3 +116,47 @@ def test_changed_since_names_new_and_other_versions_only() -> None:
     assert changed_since(FIRST, THIRD) == ["M 42_sub/b.fit", "M 42_sub/c.fit"]
     assert changed_since(FIRST, GROWN) == ["M 42_sub/a.fit"]
     assert changed_since(THIRD, FIRST) == []  # gone is not a change to report
+
+
+def test_a_failed_listing_of_the_watched_folder_makes_the_next_check_list_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # while the server answers, a check is an ECHO and the folder is listed once a minute; a
+    # listing of the watched folder that failed (a rescan's, or a check's own after the
+    # connection dropped) means the next check lists it instead of trusting an ECHO
+    from seestar_watch.sources.smb import SmbSource
+    from seestar_watch.sources.smbconnection import SmbClient
+    from seestar_watch.sources.smburl import parse_smb_url
+
+    source = SmbSource(parse_smb_url("smb://127.0.0.1/EMMC Images/MyWorks"))
+    said: list[str] = []
+    server = {"connected": True, "folder": True}
+
+    def call(function: object) -> list[object]:  # the server, as the tree's one call sees it
+        said.append("list")
+        if not server["folder"]:
+            raise OSError(2, "gone")
+        return []
+
+    monkeypatch.setattr(SmbClient, "connected", property(lambda self: server["connected"]))
+    monkeypatch.setattr(source.client, "call", call)
+    monkeypatch.setattr(source.client, "echo", lambda: said.append("echo"))
+
+    def check() -> tuple[bool, str]:
+        said.clear()
+        return source.check(1).is_available, said[0]
+
+    assert check() == (True, "list")
+    assert check() == (True, "echo")
+    server["folder"] = False
+    with pytest.raises(OSError):
+        list(source.list_frames())  # a rescan fails on the watched folder
+    assert check() == (False, "list")
+    server["folder"] = True
+    assert check() == (True, "list")
+    assert check() == (True, "echo")
+    # the connection dropped: the check lists (and fails) although a listing is not due yet
+    server["connected"], server["folder"] = False, False
+    assert check() == (False, "list")
+    server["connected"] = True  # connected again, the folder still gone: no ECHO
+    assert check() == (False, "list")

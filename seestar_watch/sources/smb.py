@@ -196,8 +196,7 @@ class SmbSource:
                 return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
         try:
             self.tree.query("")
-        except OSError as exc:
-            self._root_failures_seen = self.tree.root_failures
+        except OSError as exc:  # counted by the tree: the next check lists again
             if exc.errno == errno.ENOENT:
                 return ShareState(Availability.MISSING, self._missing())
             return ShareState(Availability.UNAVAILABLE, f"{self.location}: {exc.strerror}")
@@ -261,6 +260,7 @@ class SmbSource:
     def unwatch(self, timeout: float) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
+            self.hearing.stopped()
             watcher.stop(timeout)
 
     def accepts_notifications(self, wait: float) -> tuple[bool, str]:

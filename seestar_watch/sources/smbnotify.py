@@ -63,7 +63,8 @@ class Hearing:
     arming (`armed`) and a refusal (`refused`)."""
 
     def __init__(self, *, notify_allowed: bool, poll_interval: float) -> None:
-        self.mode: str | None = None  # "notify" or "polling" once watching
+        self.mode: str | None = None  # "notify" or "polling" once watching (kept after)
+        self.watching = False  # between started() and stopped()
         self.silent = False  # a listing found what the server never reported
         self._allowed = notify_allowed  # observer: auto (polling lists only)
         self._poll_interval = poll_interval
@@ -84,7 +85,12 @@ class Hearing:
 
     def started(self, mode: str, wake: Callable[[], None]) -> None:
         """A watch began in `mode`; `wake` rouses its thread when the mode changes."""
-        self.mode, self._wake = mode, wake
+        self.mode, self._wake, self.watching = mode, wake, True
+
+    def stopped(self) -> None:
+        """The watch ended: no notification is heard until the next one is armed, so the
+        listings made meanwhile judge nothing (the mode stays, for the status)."""
+        self._wake, self.watching = (lambda: None), False
 
     def armed(self) -> None:
         """Notifications are pending from now on: the next listing is the reference."""
@@ -120,7 +126,7 @@ class Hearing:
         with self._lock:
             previous, self._reference = self._reference, listing
             announced, self._announced = self._announced, set()
-            if previous is None or not self.notifying:
+            if previous is None or not (self.watching and self.notifying):
                 self._suspects = set()
                 return
             silent = sorted(self._suspects - announced)
