@@ -322,9 +322,8 @@ class Intake:
             "scan.finished", frames=seen, new=new, duration_s=round(time.monotonic() - started, 3)
         )
 
-    def _notice(self, entry: Version, known: set[Version]) -> int:
+    def _notice(self, version: Version, known: set[Version]) -> int:
         """Hand a listed frame the ledger does not know to settle (1), or remember it (0)."""
-        version = entry
         # a version the ledger knew at the last rescan still is (rows are never
         # removed): the ledger is asked only about what changed since
         if version in self._known or self.ledger.knows(version):
@@ -332,7 +331,7 @@ class Intake:
             return 0
         if self._settle is None:
             return 0
-        self._settle.notice(entry.relpath)  # a frame being written keeps its deadline
+        self._settle.notice(version.relpath)  # a frame being written keeps its deadline
         return 1
 
     def stop(self) -> None:

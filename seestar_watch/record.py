@@ -17,28 +17,27 @@ log = get_logger("seestar_watch.intake")  # the name its log lines have always h
 
 
 def record(
-    ledger: Ledger, source: Source, entry: Version, header: HeaderRead, *, max_frame_mb: float
+    ledger: Ledger, source: Source, version: Version, header: HeaderRead, *, max_frame_mb: float
 ) -> str | None:
     """A version that finished arriving: "pending", "rejected" (not FITS, a time or size
     out of range, larger than max_frame_mb: with the reason), "skipped" (a frame recorded
     already under another path), or None when the ledger knew this version already."""
-    version = entry
-    problem = frame_problem(entry, header, max_frame_mb)
+    problem = frame_problem(version, header, max_frame_mb)
     if problem is not None:
         return _reject(ledger, source, version, problem)
     twin = ledger.spelled_elsewhere(version)
     if twin is not None:  # one file is one frame, whatever its spellings
         reason = f"the same frame as {twin} (seen through another spelling of its folder)"
         if ledger.add_skipped(version, reason, header.cards):
-            log.info("frame.second_spelling", frame=entry.relpath, same_as=twin)
+            log.info("frame.second_spelling", frame=version.relpath, same_as=twin)
             return "skipped"
         return None
     if ledger.add_pending(version, header.cards):
         log.info(
             "frame.settled",
-            frame=entry.relpath,
-            path=source.path_of(entry.relpath),
-            size_kb=round(entry.size / 1024, 1),
+            frame=version.relpath,
+            path=source.path_of(version.relpath),
+            size_kb=round(version.size / 1024, 1),
         )
         return "pending"
     return None
@@ -55,12 +54,12 @@ def record_gave_up(ledger: Ledger, source: Source, gave_up: GaveUp) -> None:
     _reject(ledger, source, gave_up.entry, reason)
 
 
-def frame_problem(entry: Version, header: HeaderRead, max_frame_mb: float) -> str | None:
+def frame_problem(version: Version, header: HeaderRead, max_frame_mb: float) -> str | None:
     """Why a version that finished arriving is not a frame to run, or None: not a FITS file
     we accept, a time or size out of range, or larger than max_frame_mb."""
     if header.status is Status.INVALID:
         return header.reason
-    return entry.problem or _too_large(entry.size, header.expected_size, max_frame_mb)
+    return version.problem or _too_large(version.size, header.expected_size, max_frame_mb)
 
 
 def _too_large(size: int, promised: int | None, max_frame_mb: float) -> str | None:
@@ -83,13 +82,13 @@ def read_and_record(
     """A listed or named frame, taken now without waiting for it to be quiet: its state
     ("pending", "rejected", "known", or why it was not recorded) and its header."""
     header = read_header_of(lambda: source.open(relpath))
-    version = header.version
-    if header.status in (Status.GONE, Status.UNAVAILABLE) or version is None:
+    stamp = header.version
+    if header.status in (Status.GONE, Status.UNAVAILABLE) or stamp is None:
         return f"not readable: {header.reason}", header
     if header.status is Status.INCOMPLETE:
         log.info("frame.incomplete", frame=relpath, reason=header.reason, note="next time")
         return f"still arriving: {header.reason}", header
-    outcome = record(ledger, source, Version(relpath, *version), header, max_frame_mb=max_frame_mb)
+    outcome = record(ledger, source, Version(relpath, *stamp), header, max_frame_mb=max_frame_mb)
     return outcome or "known", header
 
 
