@@ -14,9 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from seestar_watch.config import SmbUrl, WatcherConfig
 from seestar_watch.log import count_of
 from seestar_watch.sources import Availability
 from seestar_watch.sources.bounded import ProbeTimeout, SingleFlight
@@ -30,6 +29,10 @@ from seestar_watch.sources.mounts import (
     not_mounted_reason,
     read_mount_table,
 )
+from seestar_watch.sources.smburl import SmbUrl
+
+if TYPE_CHECKING:
+    from seestar_watch.config import WatcherConfig
 
 SHARE = "//seestar.local/EMMC Images"
 CIFS_OPTIONS = (
