@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from seestar_watch.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
+SCOPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")  # as config's `scope:`
 
 config_option = click.option(
     "-c",
@@ -94,22 +95,65 @@ def cli() -> None:
     """Run your photometry command once for every frame a ZWO Seestar writes to its share."""
 
 
+configs_option = click.option(
+    "-c",
+    "--config",
+    "config_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file; give it once per telescope for several (default: $SEESTAR_WATCH_CONFIG,"
+    " ./config.yaml, the user config folder).",
+)
+
+
 @cli.command("check-config")
-@config_option
-def check_config(config_path: Path | None) -> None:
-    """Validate the config file and print a short summary (exit 1 when it has problems)."""
+@configs_option
+def check_config(config_paths: tuple[Path, ...]) -> None:
+    """Validate the config file and print a short summary (exit 1 when it has problems).
+
+    With several (-c a.yaml -c b.yaml), each is checked, and none may share a ledger, an
+    archive folder or a dashboard port with another, or with a telescope already installed
+    as a service.
+    """
     from seestar_watch import preflight
-    from seestar_watch.config import describe, find_config_file, load_config
+    from seestar_watch.config import describe, find_config_file
+    from seestar_watch.config.fleet import Claims, clashes, load_configs
     from seestar_watch.ledger import low_space
 
-    config = load_config(find_config_file(config_path))
-    preflight.require(config)
-    for line in describe(config):
-        click.echo(line)
-    for warning in (low_space(config.state.ledger), preflight.readable_secrets(config)):
-        if warning:
-            click.echo(f"warning: {warning}")
-    click.echo("config ok")
+    paths = [path.absolute() for path in config_paths] or [find_config_file(None).absolute()]
+    configs = load_configs(paths)
+    for n, config in enumerate(configs):
+        preflight.require(config)
+        if n:
+            click.echo("")
+        for line in describe(config):
+            click.echo(line)
+        for warning in (low_space(config.state.ledger), preflight.readable_secrets(config)):
+            if warning:
+                click.echo(f"warning: {warning}")
+    claims = [Claims.of(str(config.source), config) for config in configs]
+    problems = clashes(claims + _installed_claims(exclude=paths))
+    if problems:
+        raise UserError("; ".join(problems))
+    click.echo("config ok" if len(configs) == 1 else f"{len(configs)} configs ok, none shared")
+
+
+def _installed_claims(exclude: list[Path], instance: str | None = None) -> list[Any]:
+    """What the telescopes already installed as services hold (but those of `exclude`, and
+    the instance being installed again); one that cannot be read is said and left out."""
+    from seestar_watch.config import ConfigError, load_config
+    from seestar_watch.config.fleet import Claims
+    from seestar_watch.service import installed_folders, installed_instances
+
+    claims = []
+    for name, path in installed_instances(installed_folders()).items():
+        if path.absolute() in exclude or name == instance:
+            continue
+        try:
+            claims.append(Claims.of(f"the installed {name} ({path})", load_config(path)))
+        except ConfigError as exc:
+            click.echo(f"warning: the installed {name}: {exc}", err=True)
+    return claims
 
 
 @cli.command("alert-test")
@@ -168,27 +212,47 @@ def check_mount(config_path: Path | None, as_json: bool, timeout: float) -> None
 
 
 @cli.command("dashboard")
-@config_option
+@configs_option
 @click.option(
     "--listen",
     metavar="HOST:PORT",
     help="Where to serve it (default: dashboard.listen, or 127.0.0.1:8765 when that is off;"
     " 0.0.0.0:8765 opens it to your network).",
 )
-def dashboard(config_path: Path | None, listen: str | None) -> None:
+def dashboard(config_paths: tuple[Path, ...], listen: str | None) -> None:
     """Serve the dashboard from the ledger alone: while the daemon runs, or the morning after.
 
-    Read-only (the ledger is opened read-only). Exits 1 when the address is in use.
+    Several telescopes side by side: -c a.yaml -c b.yaml, or one file with a `fleet:` list
+    of their configs. Read-only (the ledgers are opened read-only). Exits 1 when the address
+    is in use.
     """
-    config = load(config_path)
-    from seestar_watch.config import DEFAULT_LISTEN, parse_listen
-    from seestar_watch.dashboard.server import serve_ledger
+    from seestar_watch import terminal
+    from seestar_watch.config import DEFAULT_LISTEN, find_config_file, parse_listen
+    from seestar_watch.config.fleet import FLEET_LISTEN, is_fleet_file, load_configs, load_fleet
+    from seestar_watch.dashboard.server import serve_ledgers
 
+    paths: list[Path] = []
+    fleet_listen = None
+    for path in list(config_paths) or [find_config_file(None)]:
+        if is_fleet_file(path):
+            fleet = load_fleet(path)
+            paths += fleet.configs
+            fleet_listen = fleet_listen or fleet.listen
+        else:
+            paths.append(path)
+    configs = load_configs(paths)
+    first = configs[0]
+    terminal.configure(first.logging.format, first.logging.level)
     try:
-        address = parse_listen(listen) if listen else config.dashboard.listen or DEFAULT_LISTEN
+        if listen:
+            address = parse_listen(listen)
+        elif len(configs) > 1:  # each daemon has its own page on its own port
+            address = fleet_listen or FLEET_LISTEN
+        else:
+            address = first.dashboard.listen or DEFAULT_LISTEN
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
-    serve_ledger(config, address, click.echo)
+    serve_ledgers(configs, address, click.echo)
 
 
 @cli.command("demo")
@@ -607,6 +671,12 @@ def _service_options(command: F) -> F:
             is_flag=True,
             help="systemd: a user unit in ~/.config/systemd/user (no root needed).",
         ),
+        click.option(
+            "--instance",
+            metavar="NAME",
+            help="One telescope of several: systemd's seestar-watch@NAME (a template unit"
+            " and its drop-in), launchd's local.seestar-watch.NAME.",
+        ),
         config_option,
     ]
     for option in reversed(options):
@@ -615,10 +685,17 @@ def _service_options(command: F) -> F:
 
 
 def _rendered(
-    systemd: bool, launchd: bool, user: bool, config_path: Path | None, *, check: bool = True
+    systemd: bool,
+    launchd: bool,
+    user: bool,
+    config_path: Path | None,
+    instance: str | None,
+    *,
+    check: bool = True,
 ) -> Any:
     from seestar_watch import preflight
     from seestar_watch.config import find_config_file, load_config
+    from seestar_watch.config.fleet import Claims, clashes
     from seestar_watch.service import (
         executable,
         private_tmp_problems,
@@ -631,15 +708,29 @@ def _rendered(
         raise click.UsageError("give --systemd or --launchd, not both")
     if user and launchd:
         raise click.UsageError("--user is for systemd (a launchd agent is always the user's)")
+    if instance is not None and not SCOPE_NAME.fullmatch(instance):
+        raise click.BadParameter(
+            "a name of letters, digits, '.', '_' or '-' (at most 40)", param_hint="--instance"
+        )
     manager = "launchd" if launchd or (not systemd and sys.platform == "darwin") else "systemd"
     config_file = find_config_file(config_path).absolute()
     config = load_config(config_file)  # a broken config would only crash-loop the service
     if check:
         preflight.require(config)  # a service that would fail every frame helps no one
+        name = f"the instance {instance} ({config_file})" if instance else str(config_file)
+        problems = clashes(
+            [Claims.of(name, config), *_installed_claims([config_file], instance or "")]
+        )
+        if problems:
+            raise UserError("; ".join(problems))
     if manager == "launchd":
-        return render_launchd(executable(), config_file)
+        return render_launchd(executable(), config_file, instance=instance)
     rendered = render_systemd(
-        executable(), config_file, user=user, writable=writable_folders(config)
+        executable(),
+        config_file,
+        user=user,
+        writable=writable_folders(config),
+        instance=instance,
     )
     if not user:
         rendered.notes.extend(private_tmp_problems(config))
@@ -650,13 +741,27 @@ def _rendered(
 @_service_options
 @click.option("--print", "only_print", is_flag=True, help="Print it instead of installing it.")
 def service_install(
-    systemd: bool, launchd: bool, user: bool, config_path: Path | None, only_print: bool
+    *,
+    systemd: bool,
+    launchd: bool,
+    user: bool,
+    instance: str | None,
+    config_path: Path | None,
+    only_print: bool,
 ) -> None:
-    """Render the service for this machine, write it where it belongs, say how to enable it."""
+    """Render the service for this machine, write it where it belongs, say how to enable it.
+
+    With --instance NAME, one telescope of several: each its own daemon, config, ledger,
+    archive and dashboard port (refused when it would share one with another instance).
+    """
     from seestar_watch.service import install
 
-    rendered = _rendered(systemd, launchd, user, config_path)
+    rendered = _rendered(systemd, launchd, user, config_path, instance)
     if only_print:
+        for path, text in rendered.also.items():  # an instance's template, then its drop-in
+            click.echo(f"# {path}\n{text}")
+        if rendered.also:
+            click.echo(f"# {rendered.path}")
         click.echo(rendered.text, nl=False)
         for note in rendered.notes:
             if note.startswith("warning:"):
@@ -666,6 +771,8 @@ def service_install(
         install(rendered)
     except PermissionError:
         raise UserError(f"cannot write {rendered.path}: run it with sudo, or use --user") from None
+    for path in rendered.also:
+        click.echo(f"wrote {path}")
     click.echo(f"wrote {rendered.path}")
     click.echo("enable and start it with:")
     for command in rendered.enable:
@@ -676,11 +783,13 @@ def service_install(
 
 @service.command("uninstall")
 @_service_options
-def service_uninstall(systemd: bool, launchd: bool, user: bool, config_path: Path | None) -> None:
+def service_uninstall(
+    systemd: bool, launchd: bool, user: bool, instance: str | None, config_path: Path | None
+) -> None:
     """Stop and disable the service, and remove what `service install` wrote."""
     from seestar_watch.service import uninstall
 
-    rendered = _rendered(systemd, launchd, user, config_path, check=False)
+    rendered = _rendered(systemd, launchd, user, config_path, instance, check=False)
     try:
         report = uninstall(rendered)
     except PermissionError:

@@ -271,7 +271,8 @@ class Night:
             reader = Ledger.open(self.ledger.path, readonly=True)
             targets = self.config.photometry.targets
             dashboard = Dashboard(
-                overview.Overview(reader, self.source, self.view, targets), listen
+                overview.Overview(reader, self.source, self.view, targets, self.config.scope_name),
+                listen,
             )
             dashboard.start()
         except (DashboardError, LedgerError) as exc:

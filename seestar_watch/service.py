@@ -8,6 +8,7 @@ where the service manager looks, and prints the commands that enable them.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import itertools
 import os
@@ -20,10 +21,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seestar_watch.config import Config
+from seestar_watch.config import CONFIG_ENV, Config
 
 UNIT_NAME = "seestar-watch.service"
+TEMPLATE_NAME = "seestar-watch@.service"  # one daemon per telescope: seestar-watch@NAME
 AGENT_LABEL = "local.seestar-watch"
+DROP_IN = "instance.conf"  # seestar-watch@NAME.service.d/instance.conf: its config
 LAUNCHD_PATH = "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 _UNIT = """\
@@ -127,6 +130,8 @@ class Rendered:
     # folders the service writes to, created for (and owned by) the user it runs as
     data_folders: list[Path] = field(default_factory=list)
     run_as: str | None = None
+    # written too, before `path`: an instance's template unit, shared by all instances
+    also: dict[Path, str] = field(default_factory=dict)
 
 
 def executable() -> list[str]:
@@ -145,7 +150,12 @@ def render_systemd(
     run_as: str | None = None,
     writable: list[Path] | None = None,
     home: Path | None = None,
+    instance: str | None = None,
 ) -> Rendered:
+    if instance is not None:
+        return _render_instance(
+            command, config, instance, user=user, run_as=run_as, writable=writable, home=home
+        )
     exec_start = shlex.join([*command, "run", "--config", str(config)])
     home = home or Path.home()
     notes = []
@@ -187,6 +197,147 @@ def render_systemd(
         data_folders=[] if user else list(writable or []),
         run_as=run_as,
     )
+
+
+def unit_folder(*, user: bool, home: Path | None = None) -> Path:
+    if user:
+        return (home or Path.home()) / ".config" / "systemd" / "user"
+    return Path("/etc/systemd/system")
+
+
+def _render_instance(
+    command: list[str],
+    config: Path,
+    instance: str,
+    *,
+    user: bool,
+    run_as: str | None,
+    writable: list[Path] | None,
+    home: Path | None,
+) -> Rendered:
+    """One telescope's daemon as `seestar-watch@NAME.service`: the template unit (the same
+    for every instance) and a drop-in that gives this instance its config file."""
+    folder = unit_folder(user=user, home=home)
+    single = render_systemd(command, config, user=user, run_as=run_as, home=home)
+    template = single.text.replace(
+        "Description=seestar-watch: photometry for every Seestar frame",
+        "Description=seestar-watch for the telescope %i: photometry for every frame",
+    ).replace(
+        shlex.join([*command, "run", "--config", str(config)]),
+        # the config comes from the instance's drop-in ($SEESTAR_WATCH_CONFIG)
+        shlex.join([*command, "run"]),
+    )
+    template = template.replace(
+        "# Rendered by `seestar-watch service install",
+        "# A template: one daemon per telescope, seestar-watch@NAME, each with the config its\n"
+        "# drop-in seestar-watch@NAME.service.d/instance.conf names.\n"
+        "# Rendered by `seestar-watch service install --instance",
+    )
+    lines = [
+        f"# The telescope {instance}: rendered by `seestar-watch service install --instance`.",
+        "[Service]",
+        f"Environment={_quoted_assignment(CONFIG_ENV, str(config))}",
+    ]
+    if not user and writable:
+        lines.append("ReadWritePaths=" + " ".join(f"-{p}" for p in writable))
+    unit = f"seestar-watch@{instance}.service"
+    ctl = ["systemctl", "--user"] if user else ["sudo", "systemctl"]
+    path = folder / f"{unit}.d" / DROP_IN
+    return Rendered(
+        "\n".join(lines) + "\n",
+        path,
+        enable=[shlex.join([*ctl, "daemon-reload"]), shlex.join([*ctl, "enable", "--now", unit])],
+        stop=[[*(["systemctl", "--user"] if user else ["systemctl"]), "disable", "--now", unit]],
+        folders=[path.parent],
+        notes=single.notes,
+        data_folders=[] if user else list(writable or []),
+        run_as=single.run_as,
+        also={folder / TEMPLATE_NAME: template},
+    )
+
+
+def _quoted_assignment(name: str, value: str) -> str:
+    """`NAME=value` as systemd reads it from Environment=, spaces and quotes kept."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{name}={escaped}"'
+
+
+def installed_folders(home: Path | None = None) -> list[Path]:
+    """Where installed services of seestar-watch may be: systemd's system and user folders,
+    and macOS's LaunchAgents."""
+    home = home or Path.home()
+    return [
+        unit_folder(user=False),
+        unit_folder(user=True, home=home),
+        home / "Library" / "LaunchAgents",
+    ]
+
+
+def installed_instances(folders: list[Path]) -> dict[str, Path]:
+    """The telescopes already installed as services, by name, with their config files: the
+    instances' drop-ins in the systemd folders, the agents' plists in a LaunchAgents folder,
+    and the single unit or agent (named by its config file, as `check-config` names it)."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for drop_in in sorted(folder.glob(f"seestar-watch@*.service.d/{DROP_IN}")):
+            name = drop_in.parent.name.removeprefix("seestar-watch@").removesuffix(".service.d")
+            config = _config_in_drop_in(drop_in)
+            if config is not None:
+                found[name] = config
+        single = folder / UNIT_NAME
+        if single.is_file() and (config := _config_in_unit(single)) is not None:
+            found[f"{UNIT_NAME} ({config.name})"] = config
+        for plist in sorted(folder.glob(f"{AGENT_LABEL}*.plist")):
+            config = _config_in_plist(plist)
+            if config is not None:
+                found[plist.stem.removeprefix(AGENT_LABEL).lstrip(".") or AGENT_LABEL] = config
+    return found
+
+
+def _config_in_drop_in(path: Path) -> Path | None:
+    for words in _unit_lines(path, "Environment"):
+        for word in words:
+            name, _, value = word.partition("=")
+            if name == CONFIG_ENV and value:
+                return Path(value)
+    return None
+
+
+def _config_in_unit(path: Path) -> Path | None:
+    for words in _unit_lines(path, "ExecStart"):
+        for option, value in itertools.pairwise(words):
+            if option in ("--config", "-c"):
+                return Path(value)
+    return None
+
+
+def _unit_lines(path: Path, key: str) -> list[list[str]]:
+    """The values of `key=` in a unit file, each split into words as systemd would."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    values = []
+    for line in text.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name.strip() == key:
+            try:
+                values.append(shlex.split(value.replace("%%", "%")))
+            except ValueError:
+                continue  # not ours: a hand-written line we cannot read
+    return values
+
+
+def _config_in_plist(path: Path) -> Path | None:
+    try:
+        agent = plistlib.loads(path.read_bytes())
+        arguments = [str(a) for a in agent.get("ProgramArguments", [])]
+    except (OSError, ValueError, AttributeError, plistlib.InvalidFileException):
+        return None
+    for option, value in itertools.pairwise(arguments):
+        if option in ("--config", "-c"):
+            return Path(value)
+    return None
 
 
 def writable_folders(config: Config) -> list[Path]:
@@ -238,11 +389,17 @@ def _writable_line(paths: list[Path]) -> str:
     return line + "ReadWritePaths=" + " ".join(f"-{p}" for p in paths) + "\n"
 
 
-def render_launchd(command: list[str], config: Path, *, home: Path | None = None) -> Rendered:
+def render_launchd(
+    command: list[str], config: Path, *, home: Path | None = None, instance: str | None = None
+) -> Rendered:
+    """The launchd agent; with `instance`, one of several (launchd has no templates: each
+    telescope is an agent of its own, `local.seestar-watch.NAME`, with its own log)."""
     home = home or Path.home()
     logs = home / "Library" / "Logs" / "seestar-watch"
+    label = AGENT_LABEL if instance is None else f"{AGENT_LABEL}.{instance}"
+    log_name = "seestar-watch.log" if instance is None else f"seestar-watch-{instance}.log"
     agent = {
-        "Label": AGENT_LABEL,
+        "Label": label,
         "ProgramArguments": [*command, "run", "--config", str(config)],
         "RunAtLoad": True,
         # restart after a crash, not after a clean stop; a config error (exit 1) is
@@ -251,17 +408,17 @@ def render_launchd(command: list[str], config: Path, *, home: Path | None = None
         "ThrottleInterval": 30,
         "ProcessType": "Background",
         "EnvironmentVariables": {"PATH": LAUNCHD_PATH, "PYTHONUNBUFFERED": "1"},
-        "StandardOutPath": str(logs / "seestar-watch.log"),
-        "StandardErrorPath": str(logs / "seestar-watch.log"),
+        "StandardOutPath": str(logs / log_name),
+        "StandardErrorPath": str(logs / log_name),
         "WorkingDirectory": str(home),
     }
-    path = home / "Library" / "LaunchAgents" / f"{AGENT_LABEL}.plist"
+    path = home / "Library" / "LaunchAgents" / f"{label}.plist"
     domain = "gui/$(id -u)"
     return Rendered(
         plistlib.dumps(agent, sort_keys=False).decode(),
         path,
         enable=[f"launchctl bootstrap {domain} {shlex.quote(str(path))}"],
-        stop=[["launchctl", "bootout", f"gui/{os.getuid()}/{AGENT_LABEL}"]],
+        stop=[["launchctl", "bootout", f"gui/{os.getuid()}/{label}"]],
         folders=[path.parent, logs],
     )
 
@@ -276,9 +433,11 @@ def install(rendered: Rendered) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     for folder in rendered.data_folders:
         _make_folder_for(folder, rendered.run_as)
-    temporary = rendered.path.with_name(rendered.path.name + ".new")
-    temporary.write_text(rendered.text)
-    temporary.replace(rendered.path)
+    for path, text in [*rendered.also.items(), (rendered.path, rendered.text)]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".new")
+        temporary.write_text(text)
+        temporary.replace(path)
 
 
 def _make_folder_for(folder: Path, owner: str | None) -> None:
@@ -302,6 +461,14 @@ def uninstall(rendered: Rendered) -> list[str]:
     report = [_stop(argv) for argv in rendered.stop]
     rendered.path.unlink()
     report.append(f"removed {rendered.path}")
+    if rendered.path.name == DROP_IN:  # an instance: its folder, and the template if unused
+        with contextlib.suppress(OSError):
+            rendered.path.parent.rmdir()
+        for template in rendered.also:
+            others = list(template.parent.glob(f"seestar-watch@*.service.d/{DROP_IN}"))
+            if template.exists() and not others:
+                template.unlink()
+                report.append(f"removed {template} (no instance uses it any more)")
     return report
 
 

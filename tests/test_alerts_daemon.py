@@ -106,7 +106,11 @@ def test_a_pipeline_failing_on_every_frame_gives_one_message_for_many(
     wait_for(lambda: counted() == 6, timeout=20)
     assert len(receiver.messages) <= 3  # the first at once; the rest gathered
     assert "photometry failed: no stars" in receiver.messages[-1]["message"]
-    assert "seestar-watch retry --failed" in receiver.messages[-1]["message"]
+    # the last message may hold one failure alone, when the frames failed on both sides
+    # of an interval; the gathered one (6 failures in <= 3 messages: there is one) says
+    # what to do about them
+    gathered = [m for m in list(receiver.messages) if not m["title"].startswith("Frame failed")]
+    assert "seestar-watch retry --failed" in gathered[-1]["message"]
     daemon.stop()
     assert SECRET not in daemon.text()
     assert daemon.events("alert.sent")[0]["to"] == "alerts.urls[0] (JSON)"

@@ -138,14 +138,15 @@ def test_metrics_in_the_prometheus_text_format(served: tuple[int, Ledger, Path])
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
-    assert samples["seestar_watch_frames", (("state", "done"),)] == 2
-    assert samples["seestar_watch_frames", (("state", "failed"),)] == 1
-    assert samples["seestar_watch_pending", ()] == 1
-    assert samples["seestar_watch_share_up", ()] == 1
-    assert samples["seestar_watch_pipeline_duration_seconds_count", ()] == 3
-    assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "1.0"),)] == 0
-    assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "2.5"),)] == 3
-    assert samples["seestar_watch_last_frame_timestamp_seconds", ()] == pytest.approx(
+    scope = ("scope", "seestar")  # one telescope's page: its name, or the default
+    assert samples["seestar_watch_frames", (scope, ("state", "done"))] == 2
+    assert samples["seestar_watch_frames", (scope, ("state", "failed"))] == 1
+    assert samples["seestar_watch_pending", (scope,)] == 1
+    assert samples["seestar_watch_share_up", (scope,)] == 1
+    assert samples["seestar_watch_pipeline_duration_seconds_count", (scope,)] == 3
+    assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "1.0"), scope)] == 0
+    assert samples["seestar_watch_pipeline_duration_seconds_bucket", (("le", "2.5"), scope)] == 3
+    assert samples["seestar_watch_last_frame_timestamp_seconds", (scope,)] == pytest.approx(
         History(ledger).last_change()
     )
 

@@ -296,3 +296,66 @@ def test_light_curves_with_error_bars_the_check_star_left_out_frames_and_the_pha
     assert "phase" not in shown["curves"][HOSTILE]["panels"]  # no period: no folded curve
     assert "airmass" in shown["fields"]  # the other numbers keep their charts ...
     assert not {"mag", "jd", "check_mag"} & set(shown["fields"])  # ... the curves are not twice
+
+
+FLEET_SHOWN = """
+const rows = [...document.querySelectorAll("#fleet-summary tbody tr")];
+return {
+  rows: rows.map((row) => [row.dataset.scope, ...[...row.cells].map((c) => c.textContent)]),
+  frames: [...document.querySelectorAll("#fleet iframe")].map((f) => {
+    const inner = f.contentDocument;
+    return inner && inner.body.dataset.loaded ? inner.querySelector('[data-state="done"] .value')
+      .textContent : null;
+  }),
+  images: document.querySelectorAll("img").length,
+};
+"""
+
+
+def test_one_page_shows_several_telescopes_side_by_side(tmp_path: Path, browser: Any) -> None:
+    from seestar_watch.ledger import Ledger
+    from seestar_watch.sources import Version
+
+    scopes = []
+    for name, done in (("north", 2), ("south", 1)):
+        scope = Scope(tmp_path / name)
+        with Ledger.exclusive(scope.ledger) as ledger:
+            for n in range(done):
+                ledger.add_pending(Version(f"M 42_sub/{name}{n}{HOSTILE}", 100, n), {})
+                frame = ledger.claim_next()
+                assert frame is not None
+                ledger.finish(frame.id, "done", exit_code=0, duration=1.0)
+        scope.config_path.write_text(scope.config_path.read_text() + f"scope: {name}\n")
+        scopes.append(scope)
+    port = free_port()
+    page = subprocess.Popen(
+        [sys.executable, "-m", "seestar_watch", "dashboard", "--listen", f"127.0.0.1:{port}",
+         *[argument for scope in scopes for argument in ("-c", str(scope.config_path))]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        browser.get(f"http://127.0.0.1:{port}/")
+
+        def shown() -> dict[str, Any] | None:
+            seen = dict(browser.execute_script(FLEET_SHOWN))
+            return seen if len(seen["rows"]) == 2 and None not in seen["frames"] else None
+
+        seen = wait_for(shown, timeout=30)
+    finally:
+        page.terminate()
+        page.wait(10)
+    north, south = seen["rows"]
+    assert north[:2] == ["north", "north"] and north[4:6] == ["2", "0"]
+    assert south[:2] == ["south", "south"] and south[4] == "1"
+    assert north[2] == "daemon not running"  # no daemon ran these ledgers
+    assert HOSTILE in north[6]  # the last frame's name, as text
+    assert seen["frames"] == ["2", "1"]  # each telescope's own page, side by side
+    assert seen["images"] == 0
+
+
+def _answers(port: int) -> bool:
+    try:
+        return get(port, "/favicon.ico")[0] == 200
+    except OSError:
+        return False

@@ -16,7 +16,9 @@ from seestar_watch.config.sections import (
     SECTIONS,
     ArchiveConfig,
     Config,
+    StateConfig,
     WatcherConfig,
+    scope_name,
 )
 from seestar_watch.errors import ConfigError
 from seestar_watch.sources.smburl import SmbUrl
@@ -34,7 +36,7 @@ def _section(cls: type[Section], raw: Any, name: str, problems: list[str]) -> Se
     if not isinstance(raw, Mapping):
         expected(problems, name, "a mapping of keys", raw)
         return None
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    known = {f.name: f for f in fields(cls) if f.metadata.get("check")}  # type: ignore[arg-type]
     for key in raw:
         if key not in known:
             _unknown_key(problems, f"{name}.{key}", str(key), list(known))
@@ -64,8 +66,9 @@ def parse_config(raw: Any, source: Path) -> Config:
     if problems:  # a NUL would crash the first path, command or variable that holds it
         raise ConfigError(str(source), problems)
     for name in raw:
-        if name not in SECTIONS:
-            _unknown_key(problems, str(name), str(name), list(SECTIONS))
+        if name not in SECTIONS and name != "scope":
+            _unknown_key(problems, str(name), str(name), [*SECTIONS, "scope"])
+    scope = scope_name(raw["scope"], "scope", problems) if "scope" in raw else None
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         if name in raw:
@@ -80,7 +83,16 @@ def parse_config(raw: Any, source: Path) -> Config:
     problems += _combination_problems(sections)
     if problems:
         raise ConfigError(str(source), problems)
-    return Config(source=source, **sections)
+    return Config(source=source, scope=scope, **_scoped(sections, scope))
+
+
+def _scoped(sections: dict[str, Any], scope: str | None) -> dict[str, Any]:
+    """A named scope's default ledger and archive folders are its own."""
+    if scope is None:
+        return sections
+    state = replace(sections.get("state") or StateConfig(), scope=scope)
+    archive = replace(sections.get("archive") or ArchiveConfig(), scope=scope)
+    return {**sections, "state": state, "archive": archive}
 
 
 def _nul_problems(value: Any, key: str) -> list[str]:

@@ -94,19 +94,23 @@ class ArchiveConfig:
         optional(number(0, above=True, at_most=(3650, "ten years"))), None
     )
 
+    # the config's `scope:` (not a key of this section): a scope's default folder is its own
+    scope: str | None = field(default=None, metadata={"check": None})
+
     @property
     def folder(self) -> Path:
         if self.path is not None:
             return self.path
         from platformdirs import user_data_path
 
-        return user_data_path("seestar-watch") / "archive"
+        return user_data_path("seestar-watch") / (self.scope or "") / "archive"
 
 
 @dataclass(frozen=True)
 class StateConfig:
     path: Path | None = setting(optional_path, None)  # None: the user state folder
     process_existing: bool = setting(boolean, False)
+    scope: str | None = field(default=None, metadata={"check": None})  # as ArchiveConfig's
 
     @property
     def ledger(self) -> Path:
@@ -114,7 +118,7 @@ class StateConfig:
             return self.path
         from platformdirs import user_state_path
 
-        return user_state_path("seestar-watch") / "ledger.sqlite3"
+        return user_state_path("seestar-watch") / (self.scope or "") / "ledger.sqlite3"
 
 
 Listen = tuple[str, int]  # (host, port)
@@ -368,11 +372,38 @@ class Config:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
+    # this telescope's name among several on one host (the dashboard, /metrics' `scope`
+    # label, and its own default ledger and archive folders); None: the only one
+    scope: str | None = None
+
+    @property
+    def scope_name(self) -> str:
+        """The name the fleet's page and /metrics give this telescope: `scope:`, or the
+        config file's name without its suffix."""
+        return self.scope or scope_label(self.source.stem)
 
     @property
     def folder(self) -> Path:
         """The config file's folder: relative paths in the config, and the command, start here."""
         return self.source.absolute().parent
+
+
+SCOPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+def scope_name(value: Any, key: str, problems: list[str]) -> Any:
+    """A scope's name: it becomes a folder, a URL path and a Prometheus label value."""
+    if not isinstance(value, str) or not SCOPE_NAME.fullmatch(value):
+        return expected(
+            problems, key, "a name of letters, digits, '.', '_' or '-' (at most 40)", value
+        )
+    return value
+
+
+def scope_label(text: str) -> str:
+    """`text` made into a scope's name (a config file called `north 2.yaml` is `north-2`)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:40]
+    return cleaned or "scope"
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -98,16 +98,26 @@ def _expanded_size(root: yaml.Node) -> int:
     return sizes[id(root)]
 
 
-def load_config(path: Path) -> Config:
-    """Read, parse and validate one config file."""
+def read_config_text(path: Path) -> str:
+    """The text of a config file, refused (ConfigError) when it is too large or unreadable."""
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             limit = f"a config is a few KB (at most {MAX_CONFIG_BYTES:,} bytes)"
             raise ConfigError(str(path), [f"the file is {size:,} bytes; {limit}"])
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read, parse and validate one config file."""
+    return parse_config(read_document(path), path)
+
+
+def read_document(path: Path) -> Any:
+    """The YAML document in a config file, read safely; ConfigError says why it is not."""
+    text = read_config_text(path)
     try:
         raw = parse_yaml(text)
     except ValueError as exc:
@@ -118,7 +128,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), [f"YAML syntax error: {where}{exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"YAML syntax error: {exc}"]) from None
-    return parse_config(raw, path)
+    return raw
 
 
 def default_config_path() -> Path:

@@ -33,7 +33,9 @@ class Overview:
         source: Source,
         daemon_view: DaemonView,
         targets: tuple[Target, ...] = (),
+        name: str = "seestar",
     ) -> None:
+        self.name = name  # the telescope's, on a fleet's page and in /metrics' `scope` label
         self.ledger = ledger
         self.history = History(ledger)
         self.source = source
@@ -58,6 +60,7 @@ class Overview:
             night_start=night_start(last_change or time.time()),
             useful_fields=list(USEFUL_FIELDS),
             periods=self.periods,
+            scope=self.name,
             now=time.time(),
         )
         return report

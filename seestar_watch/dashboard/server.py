@@ -16,7 +16,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from seestar_watch.config import Config, Listen, url_host
-from seestar_watch.dashboard.metrics import CONTENT_TYPE, LedgerCollector, metrics_text
+from seestar_watch.dashboard.metrics import CONTENT_TYPE, LedgerCollector, Scoped, metrics_text
 from seestar_watch.dashboard.overview import Overview
 from seestar_watch.errors import UserError
 from seestar_watch.log import get_logger
@@ -34,14 +34,17 @@ log = get_logger("seestar_watch.dashboard")
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
+    "/fleet": ("fleet.html", "text/html; charset=utf-8"),
+    "/static/fleet.js": ("fleet.js", "text/javascript; charset=utf-8"),
     "/favicon.ico": ("favicon.svg", "image/svg+xml"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 SECURITY_HEADERS = {
+    # frames: only the fleet's page, which shows each telescope's own page side by side
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
-    " connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none';"
-    " frame-ancestors 'none'",
+    " connect-src 'self'; img-src 'self'; frame-src 'self'; base-uri 'none';"
+    " form-action 'none'; frame-ancestors 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -58,15 +61,29 @@ class DashboardError(UserError):
 
 
 class Dashboard:
-    """Serves `overview` on `listen` from a thread of its own until stop()."""
+    """Serves one telescope's `overview`, or several side by side, on `listen` from a thread
+    of its own until stop(). Each telescope's page is at /scope/NAME/ (with one, also at /);
+    with several, / is the fleet's page; /metrics has them all, by their `scope` label."""
 
-    def __init__(self, overview: Overview, listen: Listen) -> None:
-        self.overview = overview
-        self.metrics = LedgerCollector(overview.ledger, overview.daemon_view)
+    def __init__(self, overviews: Overview | Sequence[Overview], listen: Listen) -> None:
+        listed = [overviews] if isinstance(overviews, Overview) else list(overviews)
+        self.scopes = {overview.name: overview for overview in listed}
+        if len(self.scopes) != len(listed):
+            raise DashboardError(
+                "two telescopes of the fleet have the same name: give each a `scope:`"
+            )
+        self.metrics = LedgerCollector(
+            [Scoped(o.name, o.ledger, o.daemon_view) for o in self.scopes.values()]
+        )
         self.listen = listen
         self._pages = {path: _static(name) for path, (name, _) in STATIC.items()}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def overview(self) -> Overview:
+        """The first (with one telescope, the only) telescope's."""
+        return next(iter(self.scopes.values()))
 
     @property
     def url(self) -> str:
@@ -248,17 +265,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, bytes, str]:
         board = self.dashboard
+        if path == "/metrics":
+            return HTTPStatus.OK, metrics_text(board.metrics), CONTENT_TYPE
+        if path == "/api/fleet":
+            return HTTPStatus.OK, _json({"scopes": list(board.scopes)}), _JSON
+        overview: Overview | None = board.overview
+        if path.startswith("/scope/"):  # one telescope's page and API, by its name
+            name, slash, rest = path[len("/scope/") :].partition("/")
+            overview, path = board.scopes.get(name) if slash else None, "/" + rest
+        elif path == "/" and len(board.scopes) > 1:
+            path = "/fleet"
+        if overview is None:
+            return HTTPStatus.NOT_FOUND, b"no such scope\n", _TEXT
         if path in STATIC:
             return HTTPStatus.OK, board._pages[path], STATIC[path][1]
+        return self._api(overview, path, query)
+
+    def _api(
+        self, overview: Overview, path: str, query: dict[str, list[str]]
+    ) -> tuple[HTTPStatus, bytes, str]:
         if path == "/api/status":
-            return HTTPStatus.OK, _json(board.overview.status()), _JSON
+            return HTTPStatus.OK, _json(overview.status()), _JSON
         if path == "/api/frames":
             since = _since(query.get("since", ["0"])[-1])
             after = _whole(query.get("after", ["0"])[-1], "after")
             limit = _whole(query.get("limit", ["2000"])[-1], "limit")
-            return HTTPStatus.OK, _json(board.overview.frames(since, after, limit)), _JSON
-        if path == "/metrics":
-            return HTTPStatus.OK, metrics_text(board.metrics), CONTENT_TYPE
+            return HTTPStatus.OK, _json(overview.frames(since, after, limit)), _JSON
         return HTTPStatus.NOT_FOUND, b"not found\n", _TEXT
 
     def _host_allowed(self) -> bool:
@@ -314,27 +346,39 @@ def _whole(text: str, name: str) -> int:
     return int(text)
 
 
-def serve_ledger(config: Config, listen: Listen, say: Callable[[str], None]) -> None:
-    """`seestar-watch dashboard`: the same page from the ledger alone, opened read-only,
-    while the daemon runs or after it; until SIGTERM or Ctrl-C."""
+def serve_ledgers(configs: list[Config], listen: Listen, say: Callable[[str], None]) -> None:
+    """`seestar-watch dashboard`: the same page from the ledgers alone, opened read-only,
+    while the daemons run or after them; one telescope's, or several side by side; until
+    SIGTERM or Ctrl-C."""
     from seestar_watch.ledger import Ledger
     from seestar_watch.lifecycle import Lifecycle
     from seestar_watch.sources import open_source
 
-    path = config.state.ledger
-    if not path.exists():
-        raise DashboardError(
-            f"no ledger at {path} yet: `seestar-watch run` makes it (with this config)"
-        )
+    for config in configs:
+        if not config.state.ledger.exists():
+            raise DashboardError(
+                f"no ledger at {config.state.ledger} yet: `seestar-watch run -c {config.source}`"
+                " makes it"
+            )
     lifecycle = Lifecycle(0)
-    with Ledger.reading(path) as ledger, lifecycle.handling_signals():
-        source = open_source(config.image_watcher)
-        overview = Overview(
-            ledger, source, lambda: recorded_daemon_view(path), config.photometry.targets
-        )
-        dashboard = Dashboard(overview, listen)
+    with contextlib.ExitStack() as opened, lifecycle.handling_signals():
+        overviews = []
+        for config in configs:
+            path = config.state.ledger
+            ledger = opened.enter_context(Ledger.reading(path))
+            overviews.append(
+                Overview(
+                    ledger,
+                    open_source(config.image_watcher),
+                    lambda path=path: recorded_daemon_view(path),  # type: ignore[misc]
+                    config.photometry.targets,
+                    config.scope_name,
+                )
+            )
+        dashboard = Dashboard(overviews, listen)
         dashboard.start()
-        say(f"dashboard at {dashboard.url} (read-only, from {path}); Ctrl-C stops it")
+        where = ", ".join(str(config.state.ledger) for config in configs)
+        say(f"dashboard at {dashboard.url} (read-only, from {where}); Ctrl-C stops it")
         if not dashboard.local_only:
             say("note: open to the network: anyone who can reach this port can see the night")
         while not lifecycle.wait(1.0):
