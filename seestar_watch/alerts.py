@@ -171,6 +171,8 @@ class AlertRules:
                         " (free space, or lower archive.min_free_mb).",
                     )
                 )
+            elif outcome.state in ("broker_lost", "broker_back"):
+                self._ready.append(_broker_alert(outcome))
             elif outcome.state == "done" and outcome.result:
                 self._check_results(outcome)
 
@@ -384,6 +386,18 @@ class NoAlerts:
 
     def stop(self, timeout: float) -> None:
         pass
+
+
+def _broker_alert(outcome: Outcome) -> Alert:
+    """The task queue's broker went away, or is back (pipeline.executor: celery)."""
+    if outcome.state == "broker_lost":
+        return Alert(
+            "broker_lost",
+            "Task queue unreachable: frames wait",
+            f"The broker does not answer ({outcome.reason}). Nothing is lost: frames wait as"
+            " pending and are run once it is back. Is redis-server running?",
+        )
+    return Alert("broker_back", "Task queue back", "The broker answers again; frames run.")
 
 
 def trial_alert(watch_path: str) -> Alert:

@@ -255,6 +255,35 @@ def dashboard(config_paths: tuple[Path, ...], listen: str | None) -> None:
     serve_ledgers(configs, address, click.echo)
 
 
+@cli.command("worker")
+@config_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Frames this worker runs at once (default: pipeline.workers).",
+)
+def worker(config_path: Path | None, concurrency: int | None) -> None:
+    """Run frames from the task queue (pipeline.executor: celery) with this config's command.
+
+    The daemon submits each frame to pipeline.broker; this takes them, runs the command as
+    `run` would (no shell, its own process group, pipeline.timeout, the result file), and
+    answers. Run as many as you like, on this machine or others; SIGTERM lets running
+    commands finish.
+    """
+    config = load(config_path)
+    if config.pipeline.broker is None:
+        raise UserError(
+            f"pipeline.broker is not set in {config.source}: a worker takes its frames from"
+            " a Redis broker (e.g. redis://127.0.0.1:6379/0)"
+        )
+    from seestar_watch import preflight
+
+    preflight.require(config)  # the command must be there, as for `run`
+    from seestar_watch.taskqueue import run_worker
+
+    run_worker(config, concurrency or config.pipeline.workers, click.echo)
+
+
 @cli.command("demo")
 @click.option(
     "--frames",

@@ -31,7 +31,7 @@ from seestar_watch.log import get_logger
 from seestar_watch.outcomes import STATES, State
 from seestar_watch.sources import Version
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 WRITE_RETRY = 2.0  # seconds between two tries of a ledger write that failed
 T = TypeVar("T")
 log = get_logger("seestar_watch.ledger")
@@ -56,6 +56,7 @@ CREATE TABLE frames (
     pid INTEGER,                        -- the running command's process group
     pid_started REAL,                   -- and its start time (pids are reused)
     result TEXT,                        -- what the command wrote to $SEESTAR_WATCH_RESULT (JSON)
+    task TEXT,                          -- the task queue's id of the attempt (executor: celery)
     UNIQUE (relpath, size, mtime_ns)
 );
 CREATE INDEX frames_by_state ON frames (state, id);
@@ -71,6 +72,7 @@ class Frame:
     header: dict[str, Any]
     attempts: int
     archived: str | None
+    task: str | None = None  # the attempt a daemon submitted to the task queue, if any
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ class Ledger:
             db.execute("ALTER TABLE frames ADD COLUMN pid_started REAL")
         if version < 3:  # what the pipeline measured ($SEESTAR_WATCH_RESULT)
             db.execute("ALTER TABLE frames ADD COLUMN result TEXT")
+        if version < 4:  # the attempt submitted to a task queue, to wait on after a restart
+            db.execute("ALTER TABLE frames ADD COLUMN task TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -486,6 +490,10 @@ class Ledger:
         """The command running this frame: its process group and start time."""
         self._update(frame_id, pid=pid, pid_started=started)
 
+    def set_task(self, frame_id: int, task: str) -> None:
+        """The task queue holds this attempt under `task` (executor: celery)."""
+        self._update(frame_id, task=task)
+
     def orphans(self) -> list[tuple[str, int, float]]:
         """(frame, pid, start time) of the commands a killed daemon left running."""
         with self._lock:
@@ -499,8 +507,11 @@ class Ledger:
         """Rows a killed daemon left `running` go back to `pending` (at least once)."""
 
         def work(db: sqlite3.Connection) -> int:
+            # an attempt on the task queue goes on without us: it is claimed again as the
+            # same attempt (the same task id), to wait for that task instead of a new one
             return db.execute(
                 "UPDATE frames SET state = 'pending', pid = NULL, pid_started = NULL,"
+                " attempts = attempts - (task IS NOT NULL AND task LIKE '%-' || attempts),"
                 " updated_at = ? WHERE state = 'running'",
                 (time.time(),),
             ).rowcount
@@ -529,7 +540,7 @@ class Ledger:
 
         def work(db: sqlite3.Connection) -> Any:
             row = db.execute(
-                "SELECT id, relpath, size, mtime_ns, header, attempts, archived FROM frames"
+                "SELECT id, relpath, size, mtime_ns, header, attempts, archived, task FROM frames"
                 f" WHERE state = 'pending' AND ({condition}) ORDER BY mtime_ns, id LIMIT 1",
                 values,
             ).fetchone()
@@ -553,6 +564,7 @@ class Ledger:
             header,
             row[5] + 1,
             archived,
+            row[7],
         )
 
     def seconds_until_due(

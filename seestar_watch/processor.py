@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,18 +26,11 @@ from seestar_watch.archive import (
     require_room,
 )
 from seestar_watch.config import ArchiveConfig, PipelineConfig
+from seestar_watch.executor import Job, Postponed, Ran, executor_for, task_id
 from seestar_watch.ledger import Frame, Ledger, LedgerError
 from seestar_watch.log import get_logger
 from seestar_watch.outcomes import TAIL_LINES, Attempt, Outcome
-from seestar_watch.pipeline import (
-    RunResult,
-    child_environment,
-    event_json,
-    resolve_program,
-    run_command,
-)
-from seestar_watch.placeholders import expand
-from seestar_watch.results import Result, ResultProblem, read_result, result_file
+from seestar_watch.pipeline import RunResult
 from seestar_watch.sources import Source
 
 log = get_logger("seestar_watch.processor")
@@ -77,7 +69,10 @@ class FrameProcessor:
         self.share_ok = share_ok  # asked before blaming a frame for what may be the share
         self.on_outcome = on_outcome  # how a frame ended for good (the alerts)
         self.low_space: str | None = None  # why frames wait for room in the archive
-        self.command_umask = command_umask  # the user's, not the daemon's private one
+        self.broker_lost: str | None = None  # why frames wait for the task queue
+        self.executor = executor_for(
+            pipeline, self.config_file, should_abort, umask=command_umask, logger=log
+        )
 
     def clean_archive(self) -> None:
         """At start: temporaries of copies cut off by a power cut go (the copies are redone),
@@ -209,40 +204,35 @@ class FrameProcessor:
             "stem": os.path.splitext(name)[0],
             "size_kb": f"{size_kb:.1f}",
         }
-        argv = resolve_program(expand(pipeline.command, values))
-        bound.info("pipeline.started", command=shlex.join(argv), attempt=frame.attempts)
         tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last words, for a failure's alert
 
         def on_line(stream: str, line: str) -> None:
             tail.append(line)
             bound.info("pipeline.output", stream=stream, line=line)
 
-        with result_file() as result_path:
-            result = run_command(
-                argv,
-                before_exec=children.die_with_parent,
-                on_started=lambda pid: self.ledger.set_pid(frame.id, pid, children.started(pid)),
-                stdin_data=event_json(event).encode(),
-                env=child_environment(pipeline.env, event, result_path, str(self.config_file)),
-                timeout=pipeline.timeout,
-                cwd=self.config_file.parent,  # the command's relative paths start there
-                should_abort=self.should_abort,
-                on_line=on_line,
-                umask=self.command_umask,
-            )
-            measured = _result_of(result_path, bound) if result.succeeded else None
-        if result.pid is not None:
-            children.finished(result.pid)  # and what it left behind outside its group
-        if result.dropped_bytes:
-            bound.warning("pipeline.output_truncated", dropped_bytes=result.dropped_bytes)
-        bound.info(
-            "pipeline.finished",
-            outcome=result.outcome,
-            exit_code=result.exit_code,
-            duration_s=round(result.duration, 3),
-            error=result.error or None,
-            result=measured,
+        def on_started(started: int | str) -> None:  # a process here, or a task on the queue
+            if isinstance(started, int):
+                self.ledger.set_pid(frame.id, started, children.started(started))
+            else:
+                self.ledger.set_task(frame.id, started)
+
+        job = Job(
+            task_id(self.ledger.path, frame.version, frame.attempts),
+            frame.attempts,
+            event,
+            values,
+            reattach=frame.task == task_id(self.ledger.path, frame.version, frame.attempts),
         )
+        try:
+            ran = self.executor.run(job, on_line, on_started)
+        except Postponed as exc:
+            self._broker_trouble(str(exc))
+            return self._postpone(frame, f"the task queue is unavailable: {exc}", bound)
+        self._broker_trouble(None)
+        for stream, line in ran.lines:  # what the command said on a worker, said here too
+            on_line(stream, line)
+        _say_how_it_ran(ran, bound)
+        result, measured = ran.run, ran.result
         if result.outcome == "aborted":
             self.ledger.release(frame.id)
             return "pending"
@@ -290,6 +280,17 @@ class FrameProcessor:
         self.low_space = reason
         return "waiting"
 
+    def _broker_trouble(self, reason: str | None) -> None:
+        """The task queue went away (a reason) or answers again (None): each said once, in
+        the log and to the alerts, as the share is."""
+        if reason is not None and self.broker_lost is None:
+            log.warning("broker.lost", reason=reason, effect="frames wait as pending")
+            self.on_outcome(Outcome("", "broker_lost", reason=reason))
+        elif reason is None and self.broker_lost is not None:
+            log.info("broker.back", was=self.broker_lost)
+            self.on_outcome(Outcome("", "broker_back", reason=self.broker_lost))
+        self.broker_lost = reason
+
     def _postpone(self, frame: Frame, reason: str, bound: Any) -> Attempt:
         self.ledger.release(frame.id)  # the share's trouble is not the frame's fault
         bound.warning("frame.postponed", reason=reason)
@@ -323,19 +324,25 @@ class FrameProcessor:
         return "failed"
 
 
-def _result_of(path: str, bound: Any) -> Result | None:
-    """What the command left in $SEESTAR_WATCH_RESULT; a warning, not a failure, when it is
-    unusable: the run itself succeeded."""
-    try:
-        return read_result(path)
-    except ResultProblem as exc:
+def _say_how_it_ran(ran: Ran, bound: Any) -> None:
+    """The log's account of one run: a result ignored, output cut, and how it ended."""
+    if ran.result_problem is not None:
         bound.warning(
             "pipeline.result_ignored",
-            reason=str(exc),
+            reason=ran.result_problem,
             note="$SEESTAR_WATCH_RESULT takes one JSON object of numbers, strings, booleans"
             " and nulls",
         )
-        return None
+    if ran.run.dropped_bytes:
+        bound.warning("pipeline.output_truncated", dropped_bytes=ran.run.dropped_bytes)
+    bound.info(
+        "pipeline.finished",
+        outcome=ran.run.outcome,
+        exit_code=ran.run.exit_code,
+        duration_s=round(ran.run.duration, 3),
+        error=ran.run.error or None,
+        result=ran.result,
+    )
 
 
 def _last_words(tail: deque[str]) -> str:

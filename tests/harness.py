@@ -178,7 +178,7 @@ class DaemonProcess:
         self._log.close()
 
 
-PROCESS_COMMANDS = {"run", "process", "dashboard", "demo", "check-mount"}
+PROCESS_COMMANDS = {"run", "process", "dashboard", "demo", "check-mount", "worker"}
 
 
 @dataclass

@@ -488,7 +488,7 @@ def test_ledger_rows_and_pragmas(scope: Scope) -> None:
     assert scope.cli("run", "--once").returncode == 0
     db = sqlite3.connect(scope.ledger)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # schema 3: results
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4  # schema 4: task ids
     row: Any = db.execute(
         "SELECT relpath, state, attempts, exit_code, archived FROM frames"
     ).fetchone()

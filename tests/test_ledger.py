@@ -27,7 +27,7 @@ def v(name: str, size: int = 100, mtime: int = 1) -> Version:
 def test_created_with_wal_full_sync_and_a_schema_version(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 

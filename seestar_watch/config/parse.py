@@ -115,6 +115,12 @@ def _nul_problems(value: Any, key: str) -> list[str]:
 
 def _combination_problems(sections: dict[str, Any]) -> list[str]:
     """Keys that are valid alone but not together."""
+    pipeline = sections["pipeline"]
+    if pipeline.executor == "celery" and pipeline.broker is None:
+        return [
+            "pipeline.broker: required with executor: celery (the Redis the workers take"
+            " frames from, e.g. redis://127.0.0.1:6379/0)"
+        ]
     watcher = sections["image_watcher"]
     if isinstance(watcher.watch_path, SmbUrl):
         return _smb_problems(watcher, sections.get("archive") or ArchiveConfig())

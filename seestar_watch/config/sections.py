@@ -31,6 +31,27 @@ from seestar_watch.config.checks import (
 )
 from seestar_watch.sources.smburl import SmbUrl
 
+Executor = Literal["local", "celery"]
+
+
+def redis_url(value: Any, key: str, problems: list[str]) -> Any:
+    """The broker: redis://[:password@]host[:port][/db] (rediss:// with TLS)."""
+    if not isinstance(value, str) or not re.fullmatch(r"rediss?://[^\s/]+(/\d{1,2})?/?", value):
+        return expected(problems, key, "a redis:// address, e.g. redis://127.0.0.1:6379/0", value)
+    return value
+
+
+def path_mapping(value: Any, key: str, problems: list[str]) -> Any:
+    """{daemon's folder: this worker's folder}, both absolute."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.startswith("/") and v.startswith("/")
+        for k, v in value.items()
+    ):
+        return expected(
+            problems, key, "a mapping of absolute folders, e.g. {/srv/archive: /mnt/archive}", value
+        )
+    return {k.rstrip("/") or "/": v.rstrip("/") or "/" for k, v in value.items()}
+
 
 @dataclass(frozen=True)
 class WatcherConfig:
@@ -65,6 +86,14 @@ class PipelineConfig:
     workers: int = setting(integer(1, 64, "one thread and one command each"), 1)
     env: dict[str, str] = setting(string_map, factory=dict)
     shutdown_grace: float = setting(number(0), 30.0)
+    # where the command runs: here (local), or on a pool of `seestar-watch worker`s that a
+    # Redis broker feeds (celery); see README "Scaling out"
+    executor: Executor = setting(choice(get_args(Executor)), "local")
+    broker: str | None = setting(optional(redis_url), None)
+    # frames up to this size travel in the task; larger ones are read from shared storage
+    # (the archive on NFS/SMB), at the path `path_map` turns the daemon's path into
+    carry_mb: float = setting(number(0, at_most=(256, "a task of 256 MB")), 32.0)
+    path_map: dict[str, str] = setting(path_mapping, factory=dict)
 
     def retry_wait(self, attempt: int) -> float:
         """The wait before the retry that follows `attempt`: retry_delay, doubled for each
