@@ -40,6 +40,7 @@ _LINUX = sys.platform.startswith("linux")
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if _LINUX else None
 _running: set[int] = set()  # pids of the commands running now, on every worker
 _running_lock = threading.Lock()
+_starting = threading.Lock()  # a command being started and registered (see `starting`)
 
 
 def die_with_parent() -> None:
@@ -68,15 +69,22 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+def starting() -> threading.Lock:
+    """Held around starting a command and `started` (pipeline.run_command's start_guard):
+    another worker's `finished` never takes a command being started for a stray."""
+    return _starting
+
+
 def finished(pid: int) -> None:
     """A command's run is over: what it left behind, reparented to us, is stopped."""
-    with _running_lock:
-        _running.discard(pid)
-        running = set(_running)
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return
+    with _starting:  # no command is half started while we look
+        with _running_lock:
+            _running.discard(pid)
+            running = set(_running)
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:
+            return
     for child in children:
         if child.pid in running:
             continue

@@ -102,6 +102,8 @@ class LocalExecutor:
             run = run_command(
                 argv,
                 before_exec=children.die_with_parent,
+                start_guard=children.starting(),
+                register=children.started,  # known before any worker looks for strays
                 on_started=on_started,
                 stdin_data=event_json(job.event).encode(),
                 env=env,

@@ -160,28 +160,22 @@ def run_command(
     before_exec: Callable[[], None] | None = None,
     on_started: Callable[[int], None] | None = None,
     umask: int = -1,
+    start_guard: contextlib.AbstractContextManager[Any] | None = None,
+    register: Callable[[int], object] | None = None,
 ) -> RunResult:
     """Run argv to completion, timeout or abort; never raises for anything the command does.
 
     `before_exec` runs in the child before exec (e.g. to die with the daemon);
     `on_started` gets the command's pid, which is also its process group's id; `umask`
-    (unless -1) is the command's."""
+    (unless -1) is the command's. `register` gets the pid while `start_guard` is held
+    around the start (children.starting: a stray-hunting thread never sees a command
+    that is started but not yet known)."""
     started = time.monotonic()
     try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-            umask=umask,
-            # before_exec only makes one system call (prctl), taking no lock that another
-            # thread could hold across the fork
-            preexec_fn=before_exec,  # noqa: PLW1509
-        )
+        with start_guard or contextlib.nullcontext():
+            process = _spawn(argv, env, cwd, umask, before_exec)
+            if register is not None:  # before another thread may look for strays
+                register(process.pid)
     except OSError as exc:
         return RunResult("not_started", None, 0.0, _start_error(argv[0], exc))
     if on_started is not None:
@@ -198,6 +192,29 @@ def run_command(
         time.monotonic() - started,
         dropped_bytes=output.dropped,
         pid=process.pid,
+    )
+
+
+def _spawn(
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    umask: int,
+    before_exec: Callable[[], None] | None,
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+        close_fds=True,
+        umask=umask,
+        # before_exec only makes one system call (prctl), taking no lock that another
+        # thread could hold across the fork
+        preexec_fn=before_exec,  # noqa: PLW1509
     )
 
 

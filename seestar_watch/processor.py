@@ -212,7 +212,7 @@ class FrameProcessor:
 
         def on_started(started: int | str) -> None:  # a process here, or a task on the queue
             if isinstance(started, int):
-                self.ledger.set_pid(frame.id, started, children.started(started))
+                self.ledger.set_pid(frame.id, started, children.start_time(started))
             else:
                 self.ledger.set_task(frame.id, started)
 

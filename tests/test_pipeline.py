@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +280,36 @@ def test_the_command_runs_in_the_given_folder(tmp_path: Path) -> None:
         on_line=lambda stream, line: lines.append((stream, line)),
     )
     assert lines == [("stdout", str(tmp_path))]
+
+
+def test_a_command_finishing_never_stops_another_workers_command_being_started(
+    tmp_path: Path,
+) -> None:
+    """After each run the strays a command left are stopped; a command another worker has
+    just started (forked, not yet known) is no stray. Two workers: one runs short commands
+    as fast as it can, the other runs commands that must each last 0.3 s."""
+    from seestar_watch.config import PipelineConfig
+    from seestar_watch.executor import Job, LocalExecutor
+    from seestar_watch.log import get_logger
+
+    def executor(command: list[str]) -> LocalExecutor:
+        pipeline = PipelineConfig(command=tuple(command), timeout=30)
+        return LocalExecutor(pipeline, tmp_path / "c.yaml", lambda: False, logger=get_logger("t"))
+
+    event = {"path": "/x.fit", "source": "/x.fit", "relpath": "x.fit", "header": {}, "size_kb": 1}
+    job = Job("t-1", 1, event, {"path": "/x.fit"})
+    quick, steady = executor(["true"]), executor(["sleep", "0.3"])
+    done = threading.Event()
+
+    def hurry() -> None:
+        while not done.is_set():
+            quick.run(job, lambda stream, line: None, lambda pid: None)
+
+    hurrying = threading.Thread(target=hurry)
+    hurrying.start()
+    try:
+        runs = [steady.run(job, lambda stream, line: None, lambda pid: None).run for _ in range(15)]
+    finally:
+        done.set()
+        hurrying.join()
+    assert [(run.exit_code, run.duration >= 0.3) for run in runs] == [(0, True)] * 15
