@@ -278,7 +278,8 @@ def worker(config_path: Path | None, concurrency: int | None) -> None:
         )
     from seestar_watch import preflight
 
-    preflight.require(config)  # the command must be there, as for `run`
+    if problem := preflight.command_problem_of(config):  # as `run` checks it, here
+        raise UserError(f"{config.source}: {problem}")
     from seestar_watch.taskqueue import run_worker
 
     run_worker(config, concurrency or config.pipeline.workers, click.echo)

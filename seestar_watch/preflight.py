@@ -21,9 +21,10 @@ WATCH_PATH_TIMEOUT = 2.0  # a hung share must not hold check-config or run's sta
 def problems(config: Config) -> list[str]:
     """Every reason the daemon could not run frames with this config, one line each."""
     found = []
-    problem = command_problem(config.pipeline.command, config.folder)
+    # with executor: celery the command runs on the workers, which check it themselves
+    problem = None if config.pipeline.executor == "celery" else command_problem_of(config)
     if problem:
-        found.append(f"pipeline.command: {problem}")
+        found.append(problem)
     if isinstance(config.image_watcher.watch_path, Path):  # an smb:// URL: check-mount says
         found += _watch_path_problems(config.image_watcher.watch_path)
     ledger = config.state.ledger
@@ -41,6 +42,12 @@ def problems(config: Config) -> list[str]:
 
         found += url_problems(config.alerts.urls)
     return found
+
+
+def command_problem_of(config: Config) -> str | None:
+    """Why pipeline.command cannot start on this machine, in one line, or None."""
+    problem = command_problem(config.pipeline.command, config.folder)
+    return None if problem is None else f"pipeline.command: {problem}"
 
 
 def readable_secrets(config: Config) -> str | None:

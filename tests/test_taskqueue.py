@@ -351,3 +351,15 @@ def test_celery_without_a_broker_is_a_config_error(tmp_path: Path) -> None:
     scope.update(pipeline={"broker": "http://example.org"})
     ran = scope.cli("check-config")
     assert ran.returncode == 1 and "pipeline.broker: expected a redis:// address" in ran.stderr
+
+
+def test_a_worker_says_in_one_line_what_stops_it(tmp_path: Path) -> None:
+    scope = Scope(tmp_path)
+    ran = scope.cli("worker")
+    assert ran.returncode == 1 and ran.stderr.strip().startswith(
+        "error: pipeline.broker is not set"
+    )
+    scope.update(pipeline={"broker": "redis://127.0.0.1:1/0", "command": ["no-such-photometry"]})
+    ran = scope.cli("worker")
+    assert ran.returncode == 1 and len(ran.stderr.strip().splitlines()) == 1
+    assert "pipeline.command: no-such-photometry: not found on PATH" in ran.stderr
