@@ -213,7 +213,8 @@ class FrameProcessor:
         def on_started(started: int | str) -> None:  # a process here, or a task on the queue
             if isinstance(started, int):
                 self.ledger.set_pid(frame.id, started, children.start_time(started))
-            else:
+            else:  # submitted: the task queue answers again, if it did not
+                self._broker_trouble(None)
                 self.ledger.set_task(frame.id, started)
 
         job = Job(

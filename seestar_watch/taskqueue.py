@@ -44,7 +44,9 @@ log = get_logger("seestar_watch.taskqueue")
 
 TASK = "seestar_watch.run_frame"
 POLL = 0.005  # seconds between looks at a task's state: the latency the queue adds
-MARGIN = 10.0  # seconds on top of a run's longest time before the daemon gives up on it
+# seconds on top of a run's longest time before the daemon gives up on it (a redelivery
+# waits for the next sweep for abandoned tasks, every 2 s, and a busy machine)
+MARGIN = 5.0
 OUTCOMES = ("exited", "timeout", "aborted", "not_started")
 
 

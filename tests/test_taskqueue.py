@@ -130,6 +130,17 @@ def start_worker(
     return worker
 
 
+def settled(scope: Scope) -> list[tuple[Any, ...]]:
+    """The ledger's rows once none is pending or running any more (the log says a run
+    finished a moment before the ledger records it)."""
+
+    def rows_now() -> list[tuple[Any, ...]] | None:
+        found = rows(scope)
+        return None if any(row[1] in ("pending", "running") for row in found) else found
+
+    return wait_for(rows_now, timeout=30)  # type: ignore[no-any-return]
+
+
 def rows(scope: Scope) -> list[tuple[Any, ...]]:
     with sqlite3.connect(scope.ledger) as db:
         return db.execute(
@@ -152,7 +163,7 @@ def test_frames_run_on_a_worker_exactly_once_with_their_results(
     for n in range(3):
         write_frame(scope.share / "M 42_sub" / f"{n}.fit")
     daemon.wait_for_event("pipeline.finished", count=3, timeout=60)
-    assert [row[1:4] for row in rows(scope)] == [("done", 1, '{"stars": 7}')] * 3
+    assert [row[1:4] for row in settled(scope)] == [("done", 1, '{"stars": 7}')] * 3
     runs = scope.runs()
     assert len(runs) == 3
     # the frame travelled in the task: the command read a private copy on the worker
@@ -180,7 +191,7 @@ def test_a_frame_on_shared_storage_is_read_through_the_path_map(
     daemon.wait_for_event("pipeline.finished", timeout=60)
     [run] = scope.runs()
     assert run["path"].startswith(f"{mounted}/")
-    assert [row[1] for row in rows(scope)] == ["done"]
+    assert [row[1] for row in settled(scope)] == ["done"]
     assert daemon.events("pipeline.submitted")[0]["carried"] is False
 
 
@@ -199,7 +210,7 @@ def test_a_worker_killed_mid_task_is_redelivered_and_the_frame_done_once(
     start_worker(scope, workers)
     daemon.wait_for_event("pipeline.finished", timeout=90)
     assert len(scope.runs()) == 2  # run again, on the second worker
-    assert rows(scope) == [(b"M 42_sub/a.fit", "done", 1, '{"stars": 3}', None)]
+    assert settled(scope) == [(b"M 42_sub/a.fit", "done", 1, '{"stars": 3}', None)]
     assert len(daemon.events("pipeline.submitted")) == 1  # one task, delivered twice
     assert daemon.events("frame.retry_scheduled") == []
 
@@ -221,7 +232,7 @@ def test_a_restarted_daemon_waits_for_the_task_it_had_submitted(
     assert reattached["task"] == daemon.events("pipeline.submitted")[0]["task"]
     assert again.events("pipeline.submitted") == []  # not submitted a second time
     assert len(scope.runs()) == 1  # the command ran once
-    assert [row[1:3] for row in rows(scope)] == [("done", 1)]
+    assert [row[1:3] for row in settled(scope)] == [("done", 1)]
 
 
 @on_a_real_broker
@@ -241,16 +252,38 @@ def test_with_the_broker_down_frames_wait_and_nothing_is_failed_or_lost(
         [lost] = daemon.wait_for_event("broker.lost", timeout=60)
         assert "Connection" in lost["reason"] or "refused" in lost["reason"].lower()
         wait_for(lambda: any("Task queue unreachable" in t for t in receiver.titles()), timeout=30)
-        assert {row[1] for row in rows(scope)} == {"pending"}  # waiting, not failed
+        wait_for(lambda: {row[1] for row in rows(scope)} == {"pending"})  # waiting, not failed
         broker.start()  # the same port, the same data
         daemon.wait_for_event("broker.back", timeout=60)
         daemon.wait_for_event("pipeline.finished", count=2, timeout=90)
-        assert [row[1:3] for row in rows(scope)] == [("done", 1), ("done", 1)]
+        assert [row[1:3] for row in settled(scope)] == [("done", 1), ("done", 1)]
         assert len(daemon.events("broker.lost")) == 1  # said once, not per frame
         wait_for(lambda: "Task queue back" in receiver.titles(), timeout=30)
         assert daemon.events("frame.failed") == []
     finally:
         receiver.close()
+
+
+@on_a_real_broker
+def test_a_broker_restarted_while_a_task_runs_loses_nothing(
+    tmp_path: Path, broker: RedisServer, daemons: list[DaemonProcess], workers: list[WorkerProcess]
+) -> None:
+    scope = on_queue(tmp_path, broker, timeout=3)
+    scope.behave("slow:1.5")
+    start_worker(scope, workers)
+    daemon = started_daemon(scope, daemons, until="watcher.started")
+    write_frame(scope.share / "M 42_sub" / "a.fit")
+    wait_for(lambda: len(scope.runs()) == 1, timeout=60)  # running on the worker
+    broker.stop()
+    daemon.wait_for_event("broker.lost", timeout=60)
+    wait_for(lambda: [row[1] for row in rows(scope)] == ["pending"])  # waiting, not failed
+    broker.start()
+    [finished] = daemon.wait_for_event("pipeline.finished", timeout=90)
+    assert finished["outcome"] == "exited" and finished["exit_code"] == 0
+    assert daemon.events("pipeline.reattached")  # the same task, waited for again
+    assert len(daemon.events("pipeline.submitted")) == 1
+    assert [row[1:3] for row in settled(scope)] == [("done", 1)]
+    assert daemon.events("frame.failed") == daemon.events("frame.retry_scheduled") == []
 
 
 @on_a_real_broker
@@ -270,7 +303,7 @@ def test_a_worker_that_never_answers_is_a_timeout_and_the_frame_is_tried_again(
     daemon.wait_for_event("pipeline.finished", count=2, timeout=60)
     submitted = [event["task"] for event in daemon.events("pipeline.submitted")]
     assert len(submitted) == 2 and submitted[0].endswith("-1") and submitted[1].endswith("-2")
-    assert [row[1:3] for row in rows(scope)] == [("done", 2)]
+    assert [row[1:3] for row in settled(scope)] == [("done", 2)]
 
 
 @on_a_real_broker
@@ -287,7 +320,7 @@ def test_a_result_too_large_or_malformed_is_ignored_with_a_warning(
     [ignored] = daemon.wait_for_event("pipeline.result_ignored", timeout=60)
     daemon.wait_for_event("pipeline.finished", timeout=30)
     assert "stars" in ignored["reason"]
-    assert [row[1:4] for row in rows(scope)] == [("done", 1, None)]  # the run succeeded
+    assert [row[1:4] for row in settled(scope)] == [("done", 1, None)]  # the run succeeded
 
 
 # -- without a server: the answers, the worker's refusals, the task's name -----------------
