@@ -139,20 +139,15 @@ def check_config(config_paths: tuple[Path, ...]) -> None:
 
 
 def _installed_claims(exclude: list[Path], instance: str | None = None) -> list[Any]:
-    """What the telescopes already installed as services hold (but those of `exclude`, and
-    the instance being installed again); one that cannot be read is said and left out."""
-    from seestar_watch.config import ConfigError, load_config
-    from seestar_watch.config.fleet import Claims
-    from seestar_watch.service import installed_folders, installed_instances
+    """What the telescopes already installed as services hold (see service.installed_claims);
+    one whose config cannot be read is said and left out."""
+    from seestar_watch.service import installed_claims, installed_folders, unit_folder
 
-    claims = []
-    for name, path in installed_instances(installed_folders()).items():
-        if path.absolute() in exclude or name == instance:
-            continue
-        try:
-            claims.append(Claims.of(f"the installed {name} ({path})", load_config(path)))
-        except ConfigError as exc:
-            click.echo(f"warning: the installed {name}: {exc}", err=True)
+    claims, warnings = installed_claims(
+        installed_folders(), unit_folder(user=False), exclude=exclude, instance=instance
+    )
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     return claims
 
 
@@ -725,8 +720,9 @@ def _rendered(
 ) -> Any:
     from seestar_watch import preflight
     from seestar_watch.config import find_config_file, load_config
-    from seestar_watch.config.fleet import Claims, clashes
+    from seestar_watch.config.fleet import clashes
     from seestar_watch.service import (
+        claims_of,
         executable,
         private_tmp_problems,
         render_launchd,
@@ -748,8 +744,9 @@ def _rendered(
     if check:
         preflight.require(config)  # a service that would fail every frame helps no one
         name = f"the instance {instance} ({config_file})" if instance else str(config_file)
+        system = manager == "systemd" and not user  # its folders are the service's
         problems = clashes(
-            [Claims.of(name, config), *_installed_claims([config_file], instance or "")]
+            [claims_of(name, config, system=system), *_installed_claims([config_file], instance)]
         )
         if problems:
             raise UserError("; ".join(problems))

@@ -18,10 +18,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seestar_watch.config import CONFIG_ENV, Config
+from seestar_watch.config.fleet import Claims
 
 UNIT_NAME = "seestar-watch.service"
 TEMPLATE_NAME = "seestar-watch@.service"  # one daemon per telescope: seestar-watch@NAME
@@ -271,6 +273,55 @@ def installed_folders(home: Path | None = None) -> list[Path]:
         unit_folder(user=True, home=home),
         home / "Library" / "LaunchAgents",
     ]
+
+
+SYSTEM_STATE = "/var/lib"  # %S: a system unit's XDG_STATE_HOME and XDG_DATA_HOME (see _UNIT)
+
+
+@contextlib.contextmanager
+def as_a_system_unit_sees_it() -> Iterator[None]:
+    """The default ledger and archive folders resolved as a system unit's daemon resolves
+    them (under /var/lib/seestar-watch, not the home of whoever asks)."""
+    names = ("XDG_STATE_HOME", "XDG_DATA_HOME")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, SYSTEM_STATE))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def claims_of(name: str, config: Config, *, system: bool) -> Claims:
+    """What a telescope's daemon holds, where its service (a system unit or not) puts it."""
+    with as_a_system_unit_sees_it() if system else contextlib.nullcontext():
+        return Claims.of(name, config)
+
+
+def installed_claims(
+    folders: list[Path], system_folder: Path, *, exclude: list[Path], instance: str | None
+) -> tuple[list[Claims], list[str]]:
+    """What the telescopes installed as services in `folders` hold (but those whose config
+    is in `exclude`, and the instance being installed again), and a warning for each whose
+    config cannot be read."""
+    from seestar_watch.config import ConfigError, load_config
+
+    claims, warnings = [], []
+    for folder in folders:
+        for name, path in installed_instances([folder]).items():
+            if path.absolute() in exclude or name == instance:
+                continue
+            try:
+                config = load_config(path)
+            except ConfigError as exc:
+                warnings.append(f"the installed {name}: {exc}")
+                continue
+            system = folder == system_folder
+            claims.append(claims_of(f"the installed {name} ({path})", config, system=system))
+    return claims, warnings
 
 
 def installed_instances(folders: list[Path]) -> dict[str, Path]:

@@ -17,7 +17,9 @@ from seestar_watch.dashboard.overview import Overview
 from seestar_watch.dashboard.server import Dashboard
 from seestar_watch.ledger import Ledger
 from seestar_watch.service import (
+    claims_of,
     executable,
+    installed_claims,
     installed_instances,
     render_systemd,
 )
@@ -291,3 +293,28 @@ def test_a_fleet_file_names_the_configs_relative_to_itself(tmp_path: Path) -> No
     assert ran.returncode == 1
     assert "pipeline: unknown key in a fleet file" in ran.stderr
     assert "fleet: expected a list of config files" in ran.stderr
+
+
+def test_a_system_units_default_folders_are_the_services_not_the_callers(
+    tmp_path: Path, home: Path
+) -> None:
+    """A system unit keeps its default ledger and archive in /var/lib/seestar-watch: a config
+    of yours with the defaults does not share them, two system instances with them do."""
+    system, user = tmp_path / "etc-systemd-system", home / ".config" / "systemd" / "user"
+    configs = {}
+    for name in ("north", "south", "mine"):
+        scope = telescope(tmp_path, name, dashboard={"listen": "off"})
+        del scope.settings["state"], scope.settings["archive"]
+        configs[name] = written(scope)
+    for name, folder in (("north", system), ("south", system)):
+        drop_in = folder / f"seestar-watch@{name}.service.d" / "instance.conf"
+        drop_in.parent.mkdir(parents=True)
+        drop_in.write_text(f'[Service]\nEnvironment="SEESTAR_WATCH_CONFIG={configs[name]}"\n')
+    claims, warnings = installed_claims([system, user], system, exclude=[], instance=None)
+    assert warnings == []
+    assert claims[0].ledger == Path("/var/lib/seestar-watch/ledger.sqlite3")
+    mine = claims_of("mine", load_config(configs["mine"]), system=False)
+    assert mine.ledger == home / ".local" / "state" / "seestar-watch" / "ledger.sqlite3"
+    found = clashes([mine, *claims])
+    assert len(found) == 2 and all("the installed north" in p for p in found)  # north & south
+    assert all("the installed south" in p for p in found)
