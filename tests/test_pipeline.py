@@ -287,7 +287,7 @@ def test_a_command_finishing_never_stops_another_workers_command_being_started(
 ) -> None:
     """After each run the strays a command left are stopped; a command another worker has
     just started (forked, not yet known) is no stray. Two workers: one runs short commands
-    as fast as it can, the other runs commands that must each last 0.3 s."""
+    as fast as it can, the other runs commands that must each last 0.2 s."""
     from seestar_watch.config import PipelineConfig
     from seestar_watch.executor import Job, LocalExecutor
     from seestar_watch.log import get_logger
@@ -298,7 +298,7 @@ def test_a_command_finishing_never_stops_another_workers_command_being_started(
 
     event = {"path": "/x.fit", "source": "/x.fit", "relpath": "x.fit", "header": {}, "size_kb": 1}
     job = Job("t-1", 1, event, {"path": "/x.fit"})
-    quick, steady = executor(["true"]), executor(["sleep", "0.3"])
+    quick, steady = executor(["true"]), executor(["sleep", "0.2"])
     done = threading.Event()
 
     def hurry() -> None:
@@ -308,8 +308,8 @@ def test_a_command_finishing_never_stops_another_workers_command_being_started(
     hurrying = threading.Thread(target=hurry)
     hurrying.start()
     try:
-        runs = [steady.run(job, lambda stream, line: None, lambda pid: None).run for _ in range(15)]
+        runs = [steady.run(job, lambda stream, line: None, lambda pid: None).run for _ in range(12)]
     finally:
         done.set()
         hurrying.join()
-    assert [(run.exit_code, run.duration >= 0.3) for run in runs] == [(0, True)] * 15
+    assert [(run.exit_code, run.duration >= 0.2) for run in runs] == [(0, True)] * 12
