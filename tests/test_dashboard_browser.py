@@ -303,9 +303,9 @@ const rows = [...document.querySelectorAll("#fleet-summary tbody tr")];
 return {
   rows: rows.map((row) => [row.dataset.scope, ...[...row.cells].map((c) => c.textContent)]),
   frames: [...document.querySelectorAll("#fleet iframe")].map((f) => {
-    const inner = f.contentDocument;
-    return inner && inner.body.dataset.loaded ? inner.querySelector('[data-state="done"] .value')
-      .textContent : null;
+    const inner = f.contentDocument;  // null, or a blank page with no body, while it loads
+    const loaded = inner && inner.body && inner.body.dataset.loaded;
+    return loaded ? inner.querySelector('[data-state="done"] .value').textContent : null;
   }),
   images: document.querySelectorAll("img").length,
 };
