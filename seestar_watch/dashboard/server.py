@@ -38,6 +38,7 @@ STATIC = {
     "/static/fleet.js": ("fleet.js", "text/javascript; charset=utf-8"),
     "/favicon.ico": ("favicon.svg", "image/svg+xml"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/poll.js": ("poll.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 SECURITY_HEADERS = {

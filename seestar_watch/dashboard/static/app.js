@@ -36,12 +36,6 @@ function svg(tag, attributes, text) {
   return element;
 }
 
-async function getJSON(url) {
-  const answer = await fetch(url, { cache: "no-store" });
-  if (!answer.ok) throw new Error(`${url}: HTTP ${answer.status}`);
-  return answer.json();
-}
-
 function clock(iso) {
   if (!iso) return "–";
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
@@ -79,41 +73,33 @@ function target(frame) {
 
 // -- polling ---------------------------------------------------------------------------
 
-async function refresh() {
-  try {
-    const status = await getJSON("api/status");
-    if (night.start !== status.night_start) {  // a new night: start the charts afresh
-      night.start = status.night_start;
-      const since = DAYS ? Math.min(status.night_start, status.now - DAYS * 86400) : status.night_start;
-      night.cursor = { since, after: 0 };
-      night.frames.clear();
-      night.changed = true;
-    }
-    for (let more = true; more;) {
-      const page = await getJSON(
-        `api/frames?since=${night.cursor.since}&after=${night.cursor.after}`);
-      for (const frame of page.frames) night.frames.set(frame.id, frame);
-      night.changed = night.changed || page.frames.length > 0;
-      night.cursor = page.next;
-      more = page.more;
-    }
-    showStatus(status);
-    if (night.changed) {
-      showLightCurves(status.periods || []);
-      showCharts(status.useful_fields);
-    }
-    night.changed = false;
-    document.getElementById("problem").hidden = true;
-    if (!document.body.dataset.loaded) {  // how long the first full load took (benchmarks)
-      document.body.dataset.loadedMs = Math.round(performance.now());
-    }
-    document.body.dataset.loaded = "true";
-  } catch (error) {
-    const problem = document.getElementById("problem");
-    problem.textContent = `Cannot reach seestar-watch: ${error.message}; trying again.`;
-    problem.hidden = false;
+async function refresh() {  // one poll (poll.js): the status, and the frames changed since
+  const status = await getJSON("api/status");
+  if (night.start !== status.night_start) {  // a new night: start the charts afresh
+    night.start = status.night_start;
+    const since = DAYS ? Math.min(status.night_start, status.now - DAYS * 86400) : status.night_start;
+    night.cursor = { since, after: 0 };
+    night.frames.clear();
+    night.changed = true;
   }
-  setTimeout(refresh, EVERY);
+  for (let more = true; more;) {
+    const page = await getJSON(
+      `api/frames?since=${night.cursor.since}&after=${night.cursor.after}`);
+    for (const frame of page.frames) night.frames.set(frame.id, frame);
+    night.changed = night.changed || page.frames.length > 0;
+    night.cursor = page.next;
+    more = page.more;
+  }
+  showStatus(status);
+  if (night.changed) {
+    showLightCurves(status.periods || []);
+    showCharts(status.useful_fields);
+  }
+  night.changed = false;
+  if (!document.body.dataset.loaded) {  // how long the first full load took (benchmarks)
+    document.body.dataset.loadedMs = Math.round(performance.now());
+  }
+  document.body.dataset.loaded = "true";
 }
 
 // -- status, counts, failures, recent frames ---------------------------------------------
@@ -431,4 +417,4 @@ function panel({ title, points, left, span, axis, readout, kind, colour }) {
   return drawing;
 }
 
-refresh();
+poll(refresh, EVERY);

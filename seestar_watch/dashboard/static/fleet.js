@@ -6,12 +6,6 @@
 const EVERY = 5000;  // ms between polls of the summary
 const built = new Map();  // scope -> its summary row
 
-async function getJSON(url) {
-  const answer = await fetch(url, { cache: "no-store" });
-  if (!answer.ok) throw new Error(`${url}: HTTP ${answer.status}`);
-  return answer.json();
-}
-
 function cell(text, className) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -60,23 +54,14 @@ function summarize(scope, status) {
     cell(last ? `${name}: ${last.state}` : name, "name"));
 }
 
-async function refresh() {
-  try {
-    const { scopes } = await getJSON("api/fleet");
-    build(scopes);
-    for (const scope of scopes) {
-      summarize(scope, await getJSON(`scope/${encodeURIComponent(scope)}/api/status`));
-    }
-    document.getElementById("updated").textContent =
-      `updated ${new Date().toLocaleTimeString()}`;
-    document.getElementById("problem").hidden = true;
-    document.body.dataset.loaded = "true";
-  } catch (error) {
-    const problem = document.getElementById("problem");
-    problem.textContent = `Cannot reach seestar-watch: ${error.message}; trying again.`;
-    problem.hidden = false;
+async function refresh() {  // one poll (poll.js)
+  const { scopes } = await getJSON("api/fleet");
+  build(scopes);
+  for (const scope of scopes) {
+    summarize(scope, await getJSON(`scope/${encodeURIComponent(scope)}/api/status`));
   }
-  setTimeout(refresh, EVERY);
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  document.body.dataset.loaded = "true";
 }
 
-refresh();
+poll(refresh, EVERY);
