@@ -59,8 +59,6 @@ class Postponed(Exception):
 class Executor(Protocol):
     def run(self, job: Job, on_line: OnLine, on_started: Callable[[int | str], None]) -> Ran: ...
 
-    def close(self) -> None: ...
-
 
 def task_id(ledger: Path, version: Version, attempt: int) -> str:
     """A name for this attempt that any restart computes again: from the ledger it is
@@ -122,9 +120,6 @@ class LocalExecutor:
         if run.pid is not None:
             children.finished(run.pid)  # and what it left behind outside its group
         return Ran(run, result, problem)
-
-    def close(self) -> None:
-        pass
 
 
 def executor_for(

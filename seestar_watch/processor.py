@@ -217,13 +217,9 @@ class FrameProcessor:
                 self._broker_trouble(None)
                 self.ledger.set_task(frame.id, started)
 
-        job = Job(
-            task_id(self.ledger.path, frame.version, frame.attempts),
-            frame.attempts,
-            event,
-            values,
-            reattach=frame.task == task_id(self.ledger.path, frame.version, frame.attempts),
-        )
+        attempt = task_id(self.ledger.path, frame.version, frame.attempts)
+        # the task of this very attempt was submitted before a restart: wait for it
+        job = Job(attempt, frame.attempts, event, values, reattach=frame.task == attempt)
         try:
             ran = self.executor.run(job, on_line, on_started)
         except Postponed as exc:
