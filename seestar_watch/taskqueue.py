@@ -202,17 +202,18 @@ class CeleryExecutor:
             raise Postponed(_why(exc)) from None
         if raw is None:
             return {"status": "PENDING"}
-        meta = backend.decode_result(raw)
-        return meta if isinstance(meta, dict) else {"status": "PENDING"}
+        try:
+            meta = backend.decode_result(raw)
+        except Exception:  # not even JSON: whoever wrote it, it is no answer of a worker
+            meta = None
+        if not isinstance(meta, dict):  # an answer that answer_of refuses, in its words
+            return {"status": "SUCCESS", "result": None}
+        return meta
 
     def _give_up(self, task: str) -> None:
         """Workers that are up skip the task if it is handed out again (best effort)."""
         with contextlib.suppress(Exception):
             self.app.control.revoke(task)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.app.close()
 
 
 def _failed(error: str, duration: float, outcome: str = "exited") -> Ran:
@@ -326,8 +327,8 @@ class FrameRunner:
         event, values = payload.get("event"), payload.get("values")
         if not isinstance(event, dict) or not isinstance(event.get("path"), str):
             raise Refused("refused: the task has no frame path")
-        if not isinstance(event.get("relpath"), str):
-            raise Refused("refused: the task has no relpath")
+        if not isinstance(event.get("relpath"), str) or not isinstance(event.get("source"), str):
+            raise Refused("refused: the task has no relpath or source")
         if not isinstance(values, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in values.items()
         ):

@@ -365,7 +365,29 @@ def test_the_worker_refuses_what_its_config_does_not_allow(tmp_path: Path) -> No
     too_big = runner.answer({**job, "frame": base64.b64encode(b"x" * 2_000_000).decode()})
     assert too_big["outcome"] == "not_started" and "carry_mb" in too_big["error"]
     assert runner.answer("not a task")["outcome"] == "not_started"
+    sourceless = runner.answer({**job, "event": {"path": "/srv/archive/a.fit", "relpath": "a"}})
+    assert sourceless["outcome"] == "not_started" and "source" in sourceless["error"]
     assert scope.runs() == []  # nothing of it ran
+
+
+@needs_redis
+def test_a_garbled_answer_in_the_result_store_is_a_failed_attempt(broker: RedisServer) -> None:
+    """Anyone who can reach the broker can write where an answer belongs: not even JSON
+    there is a failed attempt, said so, never an exception in the daemon's worker."""
+    import redis
+
+    from seestar_watch.config import PipelineConfig
+    from seestar_watch.executor import Job
+    from seestar_watch.log import get_logger
+    from seestar_watch.taskqueue import CeleryExecutor
+
+    pipeline = PipelineConfig(command=("true",), executor="celery", broker=broker.url)
+    executor = CeleryExecutor(pipeline, lambda: False, logger=get_logger("t"))
+    redis.Redis(port=broker.port).set("celery-task-meta-garbled-1", b"\xff not json {")
+    event = {"path": "/x.fit", "source": "/x.fit", "relpath": "x.fit", "header": {}}
+    ran = executor.run(Job("garbled-1", 1, event, {}, reattach=True), print, print)
+    assert not ran.run.succeeded
+    assert "not one seestar-watch understands" in ran.run.error
 
 
 def test_a_task_id_is_the_same_for_the_same_attempt_and_differs_between_ledgers() -> None:
