@@ -356,9 +356,16 @@ def _config_in_drop_in(path: Path) -> Path | None:
 
 def _config_in_unit(path: Path) -> Path | None:
     for words in _unit_lines(path, "ExecStart"):
-        for option, value in itertools.pairwise(words):
-            if option in ("--config", "-c"):
-                return Path(value)
+        if (config := _config_option(words)) is not None:
+            return config
+    return None
+
+
+def _config_option(arguments: list[str]) -> Path | None:
+    """The file a `seestar-watch run` command line gives with --config (or -c)."""
+    for option, value in itertools.pairwise(arguments):
+        if option in ("--config", "-c"):
+            return Path(value)
     return None
 
 
@@ -385,10 +392,7 @@ def _config_in_plist(path: Path) -> Path | None:
         arguments = [str(a) for a in agent.get("ProgramArguments", [])]
     except (OSError, ValueError, AttributeError, plistlib.InvalidFileException):
         return None
-    for option, value in itertools.pairwise(arguments):
-        if option in ("--config", "-c"):
-            return Path(value)
-    return None
+    return _config_option(arguments)
 
 
 def writable_folders(config: Config) -> list[Path]:
