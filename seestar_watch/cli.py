@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from seestar_watch.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
-SCOPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")  # as config's `scope:`
 
 config_option = click.option(
     "-c",
@@ -223,14 +222,13 @@ def dashboard(config_paths: tuple[Path, ...], listen: str | None) -> None:
     """
     from seestar_watch import terminal
     from seestar_watch.config import DEFAULT_LISTEN, find_config_file, parse_listen
-    from seestar_watch.config.fleet import FLEET_LISTEN, is_fleet_file, load_configs, load_fleet
+    from seestar_watch.config.fleet import FLEET_LISTEN, load_configs, load_fleet
     from seestar_watch.dashboard.server import serve_ledgers
 
     paths: list[Path] = []
     fleet_listen = None
     for path in list(config_paths) or [find_config_file(None)]:
-        if is_fleet_file(path):
-            fleet = load_fleet(path)
+        if (fleet := load_fleet(path)) is not None:
             paths += fleet.configs
             fleet_listen = fleet_listen or fleet.listen
         else:
@@ -734,6 +732,8 @@ def _rendered(
         raise click.UsageError("give --systemd or --launchd, not both")
     if user and launchd:
         raise click.UsageError("--user is for systemd (a launchd agent is always the user's)")
+    from seestar_watch.config.sections import SCOPE_NAME  # an instance is named as a scope
+
     if instance is not None and not SCOPE_NAME.fullmatch(instance):
         raise click.BadParameter(
             "a name of letters, digits, '.', '_' or '-' (at most 40)", param_hint="--instance"

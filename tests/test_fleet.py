@@ -286,6 +286,7 @@ def test_a_fleet_file_names_the_configs_relative_to_itself(tmp_path: Path) -> No
         "fleet: [north/config.yaml, south/config.yaml]\ndashboard: {listen: 127.0.0.1:8799}\n"
     )
     loaded = load_fleet(fleet)
+    assert loaded is not None and load_fleet(north.config_path) is None  # a config is no fleet
     assert loaded.configs == (north.config_path, south.config_path)
     assert loaded.listen == ("127.0.0.1", 8799)
     fleet.write_text("fleet: north/config.yaml\npipeline: {}\n")

@@ -85,22 +85,17 @@ class Fleet:
     listen: Listen | None  # its dashboard.listen, if it gives one
 
 
-def is_fleet_file(path: Path) -> bool:
-    """Whether `path` is a fleet file (a mapping with a `fleet:` key) rather than a config."""
+def load_fleet(path: Path) -> Fleet | None:
+    """The fleet file at `path`: `fleet: [north.yaml, south.yaml]` (relative to the file's
+    folder) and, optionally, `dashboard: {listen: HOST:PORT}`; ConfigError with every
+    problem at once; None when `path` is no fleet file (a telescope's config, say)."""
     try:
-        raw = read_document(path)
+        raw: Any = read_document(path)
     except ConfigError:
-        return False  # loading it as a config says why, in the usual words
-    return isinstance(raw, dict) and "fleet" in raw
-
-
-def load_fleet(path: Path) -> Fleet:
-    """`fleet: [north.yaml, south.yaml]` (relative to the file's folder) and, optionally,
-    `dashboard: {listen: HOST:PORT}`; ConfigError with every problem at once."""
-    raw: Any = read_document(path)
+        return None  # loading it as a config says why, in the usual words
+    if not isinstance(raw, dict) or "fleet" not in raw:
+        return None
     problems: list[str] = []
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), [f"expected a mapping with `fleet:`, got {quoted(raw)}"])
     for key in raw:
         if key not in ("fleet", "dashboard"):
             problems.append(
