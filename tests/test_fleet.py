@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from seestar_watch.config import load_config
 from seestar_watch.config.fleet import Claims, clashes, load_fleet
 from seestar_watch.dashboard.overview import Overview
-from seestar_watch.dashboard.server import Dashboard
+from seestar_watch.dashboard.server import Dashboard, DashboardError
 from seestar_watch.ledger import Ledger
 from seestar_watch.service import (
     claims_of,
@@ -319,3 +319,12 @@ def test_a_system_units_default_folders_are_the_services_not_the_callers(
     found = clashes([mine, *claims])
     assert len(found) == 2 and all("the installed north" in p for p in found)  # north & south
     assert all("the installed south" in p for p in found)
+
+
+def test_two_telescopes_of_one_name_are_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    filled(path, [])
+    with Ledger.reading(path) as ledger:
+        twins = [Overview(ledger, LocalSource(str(tmp_path)), dict, name="north")] * 2
+        with pytest.raises(DashboardError, match="the same name: give each a `scope:`"):
+            Dashboard(twins, ("127.0.0.1", 0))
