@@ -1,5 +1,6 @@
 """Where one attempt at a frame runs: here, as a process of ours (`LocalExecutor`), or on a
-worker that a task queue feeds (`taskqueue.CeleryExecutor`), behind one face.
+worker that a task queue feeds (`taskqueue.CeleryExecutor`, built on this), behind one face;
+the processor picks one (`processor.executor_for`).
 
 The processor owns the frame's fate (the ledger, retries, alerts); an executor only runs the
 command on it and says how that went, in the same words either way: a `RunResult` and the
@@ -120,19 +121,3 @@ class LocalExecutor:
         if run.pid is not None:
             children.finished(run.pid)  # and what it left behind outside its group
         return Ran(run, result, problem)
-
-
-def executor_for(
-    pipeline: PipelineConfig,
-    config_file: Path,
-    should_abort: Callable[[], bool],
-    *,
-    umask: int = -1,
-    logger: Any,
-) -> Executor:
-    """The executor pipeline.executor names (Celery only imported when it is chosen)."""
-    if pipeline.executor == "celery":
-        from seestar_watch.taskqueue import CeleryExecutor
-
-        return CeleryExecutor(pipeline, should_abort, logger=logger)
-    return LocalExecutor(pipeline, config_file, should_abort, umask=umask, logger=logger)

@@ -26,7 +26,7 @@ from seestar_watch.archive import (
     require_room,
 )
 from seestar_watch.config import ArchiveConfig, PipelineConfig
-from seestar_watch.executor import Job, Postponed, Ran, executor_for, task_id
+from seestar_watch.executor import Executor, Job, LocalExecutor, Postponed, Ran, task_id
 from seestar_watch.ledger import Frame, Ledger, LedgerError
 from seestar_watch.log import get_logger
 from seestar_watch.outcomes import TAIL_LINES, Attempt, Outcome
@@ -319,6 +319,22 @@ class FrameProcessor:
         bound.error("frame.failed", reason=reason, attempts=frame.attempts)
         self.on_outcome(Outcome(frame.version.relpath, "failed", exit_code, reason, tail))
         return "failed"
+
+
+def executor_for(
+    pipeline: PipelineConfig,
+    config_file: Path,
+    should_abort: Callable[[], bool],
+    *,
+    umask: int = -1,
+    logger: Any,
+) -> Executor:
+    """The executor pipeline.executor names (Celery only imported when it is chosen)."""
+    if pipeline.executor == "celery":
+        from seestar_watch.taskqueue import CeleryExecutor
+
+        return CeleryExecutor(pipeline, should_abort, logger=logger)
+    return LocalExecutor(pipeline, config_file, should_abort, umask=umask, logger=logger)
 
 
 def _say_how_it_ran(ran: Ran, bound: Any) -> None:
