@@ -258,6 +258,15 @@ def test_with_the_broker_down_frames_wait_and_nothing_is_failed_or_lost(
         daemon.wait_for_event("pipeline.finished", count=2, timeout=90)
         assert [row[1:3] for row in settled(scope)] == [("done", 1), ("done", 1)]
         assert len(daemon.events("broker.lost")) == 1  # said once, not per frame
+        # back as soon as a task is submitted again, not only once its run has ended
+        said = [
+            e["event"]
+            for e in daemon.logs()
+            if e.get("event") in ("broker.back", "pipeline.submitted", "pipeline.finished")
+        ]
+        assert said.index("broker.back") < said.index(
+            "pipeline.submitted"
+        )  # none before the outage
         wait_for(lambda: "Task queue back" in receiver.titles(), timeout=30)
         assert daemon.events("frame.failed") == []
     finally:
